@@ -1,0 +1,4 @@
+"""Allow ``python -m lfx_engine ...``."""
+from lfx_engine.cli import main
+
+raise SystemExit(main())
