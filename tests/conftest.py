@@ -1,0 +1,37 @@
+"""Shared pytest fixtures: real-data location, seeds, small thread counts."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = (REPO_ROOT.parent / "shared" / "data").resolve()
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def real_data_dir() -> Path | None:
+    """The folder holding the real dataset bundles, or None when absent."""
+    env = os.environ.get("LFX_DATA_DIR")
+    for candidate in ([Path(env)] if env else []) + [SHARED_DATA]:
+        if candidate.is_dir() and any(candidate.iterdir()):
+            return candidate.resolve()
+    return None
+
+
+@pytest.fixture
+def shared_data(monkeypatch) -> Path:
+    """Point LFX_DATA_DIR at the real data, or skip the test when it is absent."""
+    folder = real_data_dir()
+    if folder is None:
+        pytest.skip("real datasets not found (set LFX_DATA_DIR or place ../shared/data)")
+    monkeypatch.setenv("LFX_DATA_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
