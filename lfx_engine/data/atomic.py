@@ -1,0 +1,65 @@
+"""Atomic file writes: readers never see a half-written dataset file.
+
+Each file is written to a hidden temporary file in the destination folder,
+flushed and fsync'ed, then moved over the destination with ``os.replace``
+(atomic on POSIX and Windows within one filesystem). If writing fails or is
+interrupted, the temporary file is removed and any existing destination is
+left untouched.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable, Sequence
+
+Writer = Callable[[BinaryIO], None]
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist the directory entry of a rename (best effort; not possible on every OS)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_many(items: Sequence[tuple[Path, Writer]]) -> list[Path]:
+    """Write several files so that none is replaced unless all were written completely.
+
+    ``items`` pairs each destination with a function that writes the content to
+    a binary file object. Returns the destination paths.
+    """
+    temps: list[tuple[Path, Path]] = []
+    try:
+        for destination, write in items:
+            destination = Path(destination)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            fd, temp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part",
+                                             dir=destination.parent)
+            temp = Path(temp_name)
+            temps.append((temp, destination))
+            with os.fdopen(fd, "wb") as handle:
+                write(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+        for temp, destination in temps:
+            os.replace(temp, destination)
+    except BaseException:
+        for temp, _ in temps:
+            temp.unlink(missing_ok=True)
+        raise
+    for folder in {destination.parent for _, destination in temps}:
+        _fsync_dir(folder)
+    return [destination for _, destination in temps]
+
+
+def atomic_write(destination: Path, write: Writer) -> Path:
+    """Write one file atomically (see :func:`atomic_write_many`)."""
+    return atomic_write_many([(destination, write)])[0]

@@ -1,0 +1,189 @@
+"""Load dataset splits as tensors, with the split rules of METHOD.md §5-§6.
+
+Split rules (all random splits use a private ``torch.Generator`` seeded as
+below, so nothing touches the global RNG; each is identical to
+``torch.utils.data.random_split(data, [n - n_held, n_held], generator=torch.Generator().manual_seed(seed))``,
+i.e. rows come in the permutation's order):
+
+* ``mnist``, ``cifar10``, ``cifar100``: the official ``train`` / ``test`` splits.
+* ``ecg5000``: the UCR release's TRAIN rows (500) followed by its TEST rows (4,500)
+  form the 5,000 beats (``extra['beat_index']`` is the position in that order).
+  ``y`` is 0 for normal beats (UCR class 1) and 1 for abnormal ones (classes 2-5);
+  ``extra['ucr_class']`` keeps the UCR class.
+
+  - ``features_train`` / ``features_val``: the 2,919 normal beats split with seed 42,
+    held-out part ``floor(20%)`` -> 2,336 / 583 (as METHOD.md §6).
+  - ``features_test``: all 2,081 abnormal beats, in file order.
+  - ``examples_train`` / ``examples_test``: all 5,000 beats split with seed 42,
+    held-out ``floor(20%)`` -> 4,000 / 1,000. Aliases ``train`` / ``test``.
+* ``dsprites``: all images of the bundle split with seed 1, held-out ``floor(10%)``:
+  58,351 / 6,483 for the 64,834-image shared copy (663,552 / 73,728 for the full
+  737,280). ``y`` is the shape latent; ``extra`` holds ``latents_classes``,
+  ``latents_values`` (shape, scale, orientation, posX, posY) and ``original_indices``.
+
+Loaded splits are cached in memory (keyed by data directory and file size/mtime,
+so a re-fetched file is re-read). **The returned tensors are shared with the
+cache: treat them as read-only** (``split.clone()`` before modifying in place).
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from lfx_engine.config import data_dir
+from lfx_engine.data.readers import (
+    images_to_tensor,
+    read_dsprites,
+    read_keras_split,
+    read_ucr_tables,
+    require_files,
+)
+from lfx_engine.data.registry import get_spec
+
+ECG_SPLIT_SEED = 42
+ECG_HELDOUT_PERCENT = 20
+DSPRITES_SPLIT_SEED = 1
+DSPRITES_HELDOUT_PERCENT = 10
+CACHE_SIZE = 12
+
+
+@dataclass
+class Split:
+    """One split of a dataset: inputs ``x`` (float32), labels ``y`` (int64), per-row ``extra``.
+
+    Every tensor in ``extra`` has the same first dimension as ``x``. A subset made
+    with :meth:`subset` records its rows' positions in the parent split under
+    ``extra['indices']``.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    dataset: str = ""
+    split: str = ""
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def subset(self, indices: torch.Tensor | Sequence[int]) -> "Split":
+        """Rows ``indices`` of this split (fresh tensors); ``extra['indices']`` maps back to the parent."""
+        index = torch.as_tensor(indices, dtype=torch.long)
+        extra = {key: value[index] for key, value in self.extra.items()}
+        if "indices" not in self.extra:
+            extra["indices"] = index.clone()
+        return Split(self.x[index], self.y[index], extra, self.dataset, self.split)
+
+    def clone(self) -> "Split":
+        """A deep copy whose tensors may be modified freely."""
+        return Split(self.x.clone(), self.y.clone(), {k: v.clone() for k, v in self.extra.items()},
+                     self.dataset, self.split)
+
+
+def holdout_split(n: int, heldout_percent: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded random (kept, held-out) index split of ``range(n)``; held-out size ``n*pct//100``.
+
+    Same indices as ``torch.utils.data.random_split`` with a generator seeded ``seed``.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    permutation = torch.randperm(n, generator=generator)
+    n_held = n * heldout_percent // 100
+    return permutation[: n - n_held], permutation[n - n_held:]
+
+
+def _signature(paths: list[Path]) -> tuple[tuple[str, int, int], ...]:
+    """(path, size, mtime) of each file: part of the cache key so changed files are re-read."""
+    out = []
+    for path in paths:
+        stat = path.stat()
+        out.append((str(path), stat.st_size, stat.st_mtime_ns))
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=4)
+def _ecg_beats(folder: str, signature: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """All 5,000 beats (TRAIN rows then TEST rows) as (x (N,140,1) float32, UCR class int64)."""
+    train, test = read_ucr_tables(get_spec("ecg5000"), Path(folder))
+    table = np.concatenate([train, test], axis=0)
+    x = torch.from_numpy(table[:, 1:].astype(np.float32)).unsqueeze(-1).contiguous()
+    ucr_class = torch.from_numpy(table[:, 0].astype(np.int64))
+    return x, ucr_class
+
+
+def _ecg_split(folder: str, signature: tuple, split: str) -> Split:
+    x_all, ucr_class = _ecg_beats(folder, signature)
+    label = (ucr_class != 1).long()
+    if split.startswith("features"):
+        normal = torch.nonzero(ucr_class == 1).flatten()
+        if split == "features_test":
+            rows = torch.nonzero(ucr_class != 1).flatten()
+        else:
+            kept, held = holdout_split(len(normal), ECG_HELDOUT_PERCENT, ECG_SPLIT_SEED)
+            rows = normal[kept if split == "features_train" else held]
+    else:
+        kept, held = holdout_split(len(label), ECG_HELDOUT_PERCENT, ECG_SPLIT_SEED)
+        rows = kept if split == "examples_train" else held
+    extra = {"ucr_class": ucr_class[rows], "beat_index": rows.clone()}
+    return Split(x_all[rows], label[rows], extra, "ecg5000", split)
+
+
+def _dsprites_split(folder: str, split: str) -> Split:
+    arrays = read_dsprites(get_spec("dsprites"), Path(folder))
+    kept, held = holdout_split(arrays["imgs"].shape[0], DSPRITES_HELDOUT_PERCENT, DSPRITES_SPLIT_SEED)
+    rows = (kept if split == "train" else held).numpy()
+    x = images_to_tensor(arrays["imgs"][rows], scale=1.0)
+    latents_classes = torch.from_numpy(arrays["latents_classes"][rows])
+    extra = {
+        "latents_classes": latents_classes,
+        "latents_values": torch.from_numpy(arrays["latents_values"][rows]),
+        "original_indices": torch.from_numpy(arrays["original_indices"][rows]),
+    }
+    return Split(x, latents_classes[:, 0].clone(), extra, "dsprites", split)
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _load_cached(name: str, split: str, folder: str, signature: tuple) -> Split:
+    spec = get_spec(name)
+    if spec.bundle_format == "keras_npz":
+        x, y = read_keras_split(spec, Path(folder), split)
+        return Split(images_to_tensor(x), torch.from_numpy(y), {}, name, split)
+    if spec.bundle_format == "ucr_tsv":
+        return _ecg_split(folder, signature, split)
+    return _dsprites_split(folder, split)
+
+
+def load_split(name: str, split: str) -> Split:
+    """Split ``split`` of dataset ``name`` from :func:`lfx_engine.config.data_dir`.
+
+    Images are float32 ``(N,C,H,W)`` in [0,1], ECG beats ``(N,140,1)``, labels int64.
+    Cached: the tensors are shared between calls and must not be modified in place.
+    Raises ParameterError for unknown names/splits and DatasetUnavailableError when
+    the files are missing or malformed.
+    """
+    spec = get_spec(name)
+    canonical = spec.resolve_split(split)
+    folder = data_dir()
+    paths = require_files(spec, folder)
+    return _load_cached(name, canonical, str(folder), _signature(paths))
+
+
+def baseline(name: str) -> torch.Tensor:
+    """The attribution baseline ``x̄`` of dataset ``name``, shaped ``(1, *input_shape)`` (a fresh tensor).
+
+    Zeros for image datasets; for ECG5000 the mean of all normal training beats
+    (split ``features_train``), per METHOD.md §1.2.
+    """
+    spec = get_spec(name)
+    if spec.baseline_kind == "zeros":
+        return torch.zeros((1, *spec.input_shape), dtype=torch.float32)
+    return load_split(name, "features_train").x.mean(dim=0, keepdim=True)
+
+
+def clear_cache() -> None:
+    """Drop every cached split (frees memory; the next load reads the files again)."""
+    _load_cached.cache_clear()
+    _ecg_beats.cache_clear()
