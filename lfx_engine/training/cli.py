@@ -46,6 +46,8 @@ def add_parser(subparsers: Any) -> None:
     train.add_argument("--out", help="checkpoint folder (default: LFX_CHECKPOINT_DIR or <repo>/checkpoints)")
     train.add_argument("--storage-dtype", choices=("float32", "float16"), default="float32",
                        help="dtype of the stored weights (float16 halves the files; loaded back as float32)")
+    train.add_argument("--tracin-every", type=int, default=10,
+                       help="save a TracIn checkpoint after every N epochs (default 10, as in the study)")
     train.add_argument("--skip-existing", action="store_true", help="skip entries already in the manifest")
     train.add_argument("--beta", type=float, help="override beta (VAE entries; saved under a new name)")
     train.add_argument("--latent-dim", type=int, help="override the latent size (saved under a new name)")
@@ -104,6 +106,8 @@ def _command_line(entry: ZooEntry, args: argparse.Namespace) -> str:
             parts.append(f"{flag} {value}")
     if args.storage_dtype != "float32":
         parts.append(f"--storage-dtype {args.storage_dtype}")
+    if entry.tracin and args.tracin_every != 10:
+        parts.append(f"--tracin-every {args.tracin_every}")
     return " ".join(parts)
 
 
@@ -169,6 +173,7 @@ def run_train(args: argparse.Namespace) -> int:
         try:
             record = train_entry(entry, epochs=args.epochs, max_train=args.max_train, device=args.device,
                                  out_dir=root, storage_dtype=args.storage_dtype, command=_command_line(entry, args),
+                                 tracin_every=args.tracin_every,
                                  progress=on_epoch, batch_progress=on_batch)
         finally:
             for key in ("batch", "epoch"):

@@ -355,11 +355,13 @@ def default_command(entry: ZooEntry, epochs: Optional[int], max_train: Optional[
 
 def train_entry(entry: Union[str, ZooEntry], *, epochs: Optional[int] = None, max_train: Optional[int] = None,
                 device: Optional[Union[str, torch.device]] = None, out_dir: Optional[PathLike] = None,
-                storage_dtype: str = "float32", command: Optional[str] = None,
+                storage_dtype: str = "float32", command: Optional[str] = None, tracin_every: int = 10,
                 progress: Optional[EpochProgress] = None, batch_progress: Optional[BatchProgress] = None,
                 on_fit: Optional[Callable[[FitResult], None]] = None) -> dict[str, Any]:
     """Train one zoo entry, write its checkpoint (+ TracIn checkpoints), update the manifest; return the record.
 
+    ``tracin_every``: save a TracIn checkpoint after every that many epochs
+    (METHOD: 10; shorter CPU runs use fewer so TracIn still sums several).
     ``epochs`` overrides the recipe's maximum; ``max_train`` caps the training,
     held-out and test sets to that many examples each (quick runs; recorded as
     ``full_recipe: false``).
@@ -375,6 +377,8 @@ def train_entry(entry: Union[str, ZooEntry], *, epochs: Optional[int] = None, ma
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ParameterError("--device cuda was requested but no CUDA device is available")
     n_epochs = epochs if epochs is not None else entry.max_epochs
+    if isinstance(tracin_every, bool) or not isinstance(tracin_every, int) or tracin_every <= 0:
+        raise ParameterError(f"--tracin-every must be a positive integer, got {tracin_every!r}")
 
     x, y = _load_split(entry.dataset, entry.split)
     if entry.resize32:
@@ -400,7 +404,7 @@ def train_entry(entry: Union[str, ZooEntry], *, epochs: Optional[int] = None, ma
     if tracin_dir is not None:
         tracin_dir.mkdir(parents=True)
     result = fit(model, train_x, train_y, val_x, val_y, objective, epochs=n_epochs, batch_size=entry.batch_size,
-                 seed=entry.seed, shuffle=True, device=device, tracin_every=10, tracin_dir=tracin_dir,
+                 seed=entry.seed, shuffle=True, device=device, tracin_every=tracin_every, tracin_dir=tracin_dir,
                  tracin_storage_dtype=storage_dtype, progress=progress, batch_progress=batch_progress)
     if on_fit is not None:
         on_fit(result)
@@ -485,7 +489,7 @@ def train_entry(entry: Union[str, ZooEntry], *, epochs: Optional[int] = None, ma
         "command": command or default_command(entry, epochs, max_train),
         "storage_dtype": storage_dtype,
         "tracin_checkpoints": tracin_records,
-        "tracin_every": 10 if entry.tracin else None,
+        "tracin_every": tracin_every if entry.tracin else None,
         "tracin_epoch_convention": "saved after 0-based epoch e for e = 0, 10, 20, ..." if entry.tracin else None,
         "wall_time_s": round(result.wall_time_s, 2),
         "device": result.device,
