@@ -1,0 +1,38 @@
+"""Label-free example importance: score matrices ``(n_test, n_train)``, larger = more important.
+
+* :mod:`.latent` — :func:`encode`, :func:`dknn_scores`, :func:`cosine_scores`
+* :mod:`.simplex` — :func:`simplex_scores`
+* :mod:`.gradients` — :func:`per_example_grads` (torch.func), pretext losses
+* :mod:`.tracin` — :func:`tracin_scores` over saved checkpoints
+* :mod:`.influence` — :func:`influence_scores` (LiSSA with batched HVPs)
+"""
+from .gradients import (
+    RandomProjection,
+    is_encoder_param,
+    l1_per_example,
+    mse_per_example,
+    per_example_grads,
+    selected_parameters,
+)
+from .influence import BatchHessian, draw_minibatches, influence_scores
+from .latent import cosine_scores, dknn_scores, encode
+from .simplex import simplex_scores
+from .tracin import load_checkpoint, tracin_scores
+
+__all__ = [
+    "BatchHessian",
+    "RandomProjection",
+    "cosine_scores",
+    "dknn_scores",
+    "draw_minibatches",
+    "encode",
+    "influence_scores",
+    "is_encoder_param",
+    "l1_per_example",
+    "load_checkpoint",
+    "mse_per_example",
+    "per_example_grads",
+    "selected_parameters",
+    "simplex_scores",
+    "tracin_scores",
+]

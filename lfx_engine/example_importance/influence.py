@@ -1,0 +1,327 @@
+"""Influence functions with the LiSSA inverse-Hessian-vector-product estimate (METHOD §3).
+
+For every right-hand side ``g = ∇θe L(x_train)`` the recursion
+
+    v₀ = g,   v ← g + (1 − damp)·v − H_t v / scale   (t = 0 … depth−1)
+
+runs with one fresh minibatch ``B_t`` (drawn with replacement) per iteration,
+``H_t`` being the Hessian of the mean loss over ``B_t``; then
+``v ← v / (scale · n_train)`` and ``S[test, train] = ∇θe L(x_test) · v_train``
+(no minus sign). Its fixed point is ``scale·(H + damp·scale·I)⁻¹ g``.
+
+Speed-ups that leave the estimate unchanged:
+
+* all right-hand sides share the minibatch sequence (as in the earlier
+  in-memory code), so each iteration builds the first-order gradient graph once
+  and takes the HVPs of every vector against it (double backprop, optionally
+  batched with ``is_grads_batched``); repeated draws are merged into weights;
+* ``direction="test"`` runs the transposed recursion on the test gradients
+  (``u ← A_t u`` over the minibatches in reverse order, summing the ``u``),
+  which gives the same matrix with ``n_test`` instead of ``n_train`` vectors;
+* ``hvp_mode="latent"`` (for ``model = decoder ∘ encoder``) replaces each
+  example's loss by its second-order Taylor expansion in the latent,
+  ``c·(z − z₀) + ½ (z − z₀)ᵀ K (z − z₀)`` with ``c, K`` the latent gradient and
+  Hessian of ``loss(decoder(z), x)``; its Hessian in θe equals the true one
+  exactly, but each HVP only runs the encoder.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, jacrev, vmap
+
+from ..errors import ParameterError
+from ._common import Progress, check_positive, eval_on, has_rnn, report, resolve_device
+from .gradients import (
+    LossFn,
+    ParamFilter,
+    _grads_on_device,
+    frozen_parameters,
+    is_encoder_param,
+    mse_per_example,
+    selected_parameters,
+)
+
+
+def draw_minibatches(n_data: int, minibatch_size: int, depth: int, seed: int = 0) -> list[torch.Tensor]:
+    """``depth`` index tensors of ``minibatch_size`` draws with replacement from ``range(n_data)``."""
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, n_data, (minibatch_size,), generator=generator) for _ in range(depth)]
+
+
+class BatchHessian:
+    """Hessian–vector products of the mean pretext loss over one minibatch, for many vectors.
+
+    ``bind(indices)`` builds the first-order gradient graph of the minibatch once;
+    ``apply(V)`` returns ``V H`` for a matrix ``V`` of row vectors ``(m, P)``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        params: dict[str, torch.Tensor],
+        data: torch.Tensor,
+        loss_fn: LossFn,
+        mode: str = "full",
+        hvp_batch: int = 1,
+        latent_batch_size: int = 64,
+    ) -> None:
+        self.model, self.data, self.loss_fn, self.mode = model, data, loss_fn, mode
+        self.names = list(params)
+        self.shapes = [p.shape for p in params.values()]
+        self.sizes = [p.numel() for p in params.values()]
+        self.base = {name: p.detach() for name, p in params.items()}
+        self.frozen = frozen_parameters(model, params)
+        self.hvp_batch = hvp_batch
+        # The oneDNN CPU LSTM kernel's double backward is ~2× slower than the native one.
+        self._slow_rnn = data.device.type == "cpu" and has_rnn(model)
+        self._grads: list[torch.Tensor] = []
+        self._leaves: list[torch.Tensor] = []
+        self._active: list[int] = []
+        if mode == "latent":
+            self._prepare_latent(latent_batch_size)
+
+    # -- latent surrogate -------------------------------------------------
+    def _prepare_latent(self, batch_size: int) -> None:
+        """Latents ``z₀``, latent loss gradients ``c`` and Hessians ``K`` of all data rows."""
+        encoder, decoder, loss_fn = self.model.encoder, self.model.decoder, self.loss_fn
+
+        def latent_loss(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            return loss_fn(decoder(z.unsqueeze(0)), x.unsqueeze(0)).sum()
+
+        z0, c, k = [], [], []
+        with torch.no_grad():
+            for start in range(0, len(self.data), batch_size):
+                xb = self.data[start : start + batch_size]
+                zb = encoder(xb).detach()
+                c.append(vmap(grad(latent_loss))(zb, xb))
+                k.append(vmap(jacrev(jacrev(latent_loss)))(zb, xb))
+                z0.append(zb)
+        self.z0, self.c, self.k = torch.cat(z0), torch.cat(c), torch.cat(k)
+        self.enc_names = [name[len("encoder.") :] for name in self.names]
+        self.enc_frozen = {
+            name[len("encoder.") :]: p for name, p in self.frozen.items() if name.startswith("encoder.")
+        }
+
+    def _example_losses(self, leaves: list[torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
+        """Per-example losses (or their latent surrogates) of the rows ``idx``, as functions of ``leaves``."""
+        xb = self.data[idx]
+        if self.mode == "latent":
+            weights = {**self.enc_frozen, **dict(zip(self.enc_names, leaves))}
+            z = functional_call(self.model.encoder, weights, (xb,), strict=False)
+            dz = z - self.z0[idx]
+            return (self.c[idx] * dz).sum(1) + 0.5 * torch.einsum("bi,bij,bj->b", dz, self.k[idx], dz)
+        out = functional_call(self.model, {**self.frozen, **dict(zip(self.names, leaves))}, (xb,), strict=False)
+        return self.loss_fn(out, xb)
+
+    # -- HVPs -------------------------------------------------------------
+    @contextlib.contextmanager
+    def _kernels(self):
+        """Native (not oneDNN) kernels for CPU RNNs while building or differentiating the graph."""
+        if not self._slow_rnn:
+            yield
+            return
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*TF32 acceleration on top of oneDNN.*")
+            with torch.backends.mkldnn.flags(enabled=False):
+                yield
+
+    def bind(self, indices: torch.Tensor) -> None:
+        """Build the gradient graph of the mean loss over the minibatch ``indices``."""
+        unique, counts = indices.unique(return_counts=True)
+        unique = unique.to(self.data.device)
+        weights = counts.to(self.data.device, torch.float32) / len(indices)
+        self._leaves = [p.clone().requires_grad_(True) for p in self.base.values()]
+        with torch.enable_grad(), self._kernels():
+            loss = (weights * self._example_losses(self._leaves, unique)).sum()
+            grads = torch.autograd.grad(loss, self._leaves, create_graph=True, allow_unused=True)
+        # Entries whose gradient is constant have zero Hessian rows and columns.
+        self._active = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+        self._grads = [grads[i] for i in self._active]
+
+    def apply(self, vectors: torch.Tensor) -> torch.Tensor:
+        """``H v`` for every row ``v`` of ``vectors`` ``(m, P)``; returns ``(m, P)``."""
+        out = torch.zeros_like(vectors)
+        if not self._active:
+            return out
+        step = max(1, self.hvp_batch)
+        for start in range(0, len(vectors), step):
+            block = vectors[start : start + step]
+            out[start : start + len(block)] = self._hvp_block(block)
+        return out
+
+    def _hvp_block(self, block: torch.Tensor) -> torch.Tensor:
+        pieces = list(block.split(self.sizes, dim=1))
+        batched = len(block) > 1
+        if batched:
+            tangents = [pieces[i].reshape(len(block), *self.shapes[i]) for i in self._active]
+        else:
+            tangents = [pieces[i].reshape(self.shapes[i]) for i in self._active]
+        with torch.enable_grad(), self._kernels():
+            result = torch.autograd.grad(
+                self._grads, self._leaves, grad_outputs=tangents, retain_graph=True,
+                allow_unused=True, is_grads_batched=batched,
+            )
+        rows = [
+            (r if r is not None else torch.zeros(len(block), *shape, device=block.device)).reshape(len(block), -1)
+            if batched
+            else (r if r is not None else torch.zeros(shape, device=block.device)).reshape(1, -1)
+            for r, shape in zip(result, self.shapes)
+        ]
+        return torch.cat(rows, dim=1)
+
+
+def latent_mode_applies(model: nn.Module, params: dict[str, torch.Tensor], probe: torch.Tensor) -> bool:
+    """Whether ``model(x) == model.decoder(model.encoder(x))`` and only encoder weights are differentiated."""
+    encoder, decoder = getattr(model, "encoder", None), getattr(model, "decoder", None)
+    if not isinstance(encoder, nn.Module) or not isinstance(decoder, nn.Module):
+        return False
+    if not all(name.startswith("encoder.") for name in params):
+        return False
+    decoder_ids = {id(p) for p in decoder.parameters()}
+    if any(id(p) in decoder_ids for p in params.values()):
+        return False
+    try:
+        with torch.no_grad():
+            full = model(probe)
+            split = decoder(encoder(probe))
+        return isinstance(full, torch.Tensor) and full.shape == split.shape and torch.allclose(
+            full, split, rtol=1e-4, atol=1e-5
+        )
+    except Exception:
+        return False
+
+
+def influence_scores(
+    model: nn.Module,
+    x_train: torch.Tensor,
+    x_test: torch.Tensor,
+    loss_fn: LossFn = mse_per_example,
+    param_filter: ParamFilter = is_encoder_param,
+    damp: float = 1e-3,
+    scale: float = 1000.0,
+    recursion_depth: int = 100,
+    minibatch_size: int = 300,
+    seed: int = 0,
+    n_train_for_scaling: int | None = None,
+    hessian_data: torch.Tensor | None = None,
+    minibatches: Sequence[torch.Tensor] | None = None,
+    direction: str = "auto",
+    hvp_mode: str = "auto",
+    hvp_batch: int | None = None,
+    rhs_chunk_size: int | None = None,
+    batch_size: int = 64,
+    device: torch.device | str | None = None,
+    progress: Progress = None,
+) -> torch.Tensor:
+    """LiSSA influence scores ``(n_test, n_train)`` as float32 on the CPU.
+
+    Args:
+        hessian_data: examples the minibatches are drawn from (default ``x_train``).
+        n_train_for_scaling: the ``n_train`` of the final rescaling (default ``len(hessian_data)``).
+        minibatches: explicit index tensors, one per iteration (overrides the seeded draws;
+            a full-range index tensor gives the deterministic full-data Hessian).
+        direction: ``"train"`` (recursion on training gradients, as written in METHOD),
+            ``"test"`` (the transposed recursion on test gradients: same scores) or
+            ``"auto"`` (whichever side has fewer examples).
+        hvp_mode: ``"full"``, ``"latent"`` (decoder∘encoder models only) or ``"auto"``
+            (latent when it applies and the model has no recurrent layer).
+        hvp_batch: vectors per batched double-backward call (default 1 on CPU, 32 on CUDA).
+        rhs_chunk_size: right-hand sides kept in memory at once (bounds memory; the
+            minibatch sequence is shared by all chunks).
+    """
+    check_positive(
+        damp=damp, scale=scale, recursion_depth=recursion_depth, minibatch_size=minibatch_size,
+        n_train_for_scaling=n_train_for_scaling, hvp_batch=hvp_batch, rhs_chunk_size=rhs_chunk_size,
+        batch_size=batch_size,
+    )
+    if direction not in ("auto", "train", "test"):
+        raise ParameterError(f"direction must be 'auto', 'train' or 'test', got {direction!r}")
+    if hvp_mode not in ("auto", "full", "latent"):
+        raise ParameterError(f"hvp_mode must be 'auto', 'full' or 'latent', got {hvp_mode!r}")
+    data = x_train if hessian_data is None else hessian_data
+    if len(data) == 0:
+        raise ParameterError("the Hessian needs at least one training example")
+    n_scale = n_train_for_scaling or len(data)
+    batches = list(minibatches) if minibatches is not None else draw_minibatches(
+        len(data), minibatch_size, recursion_depth, seed
+    )
+    if direction == "auto":
+        direction = "test" if len(x_test) < len(x_train) else "train"
+    dev = resolve_device(device, model)
+    hvp_batch = hvp_batch or (32 if dev.type == "cuda" else 1)
+
+    with eval_on(model, dev):
+        params = selected_parameters(model, param_filter)
+        n_params = sum(p.numel() for p in params.values())
+        data_dev = data.to(dev)
+        mode = hvp_mode
+        if mode == "auto":  # the latent Hessians K would need slow vmapped double backward through RNNs
+            mode = "latent" if not has_rnn(model) and latent_mode_applies(model, params, data_dev[:8]) else "full"
+        elif mode == "latent" and not latent_mode_applies(model, params, data_dev[:8]):
+            raise ParameterError(
+                "hvp_mode='latent' needs model(x) == model.decoder(model.encoder(x)) and encoder-only parameters"
+            )
+        try:
+            hessian = BatchHessian(model, params, data_dev, loss_fn, mode, hvp_batch)
+        except (RuntimeError, NotImplementedError) as exc:
+            if hvp_mode == "latent":
+                raise
+            warnings.warn(f"latent HVP mode unavailable ({exc.__class__.__name__}); using full HVPs", stacklevel=2)
+            hessian = BatchHessian(model, params, data_dev, loss_fn, "full", hvp_batch)
+
+        g_train = _grads_on_device(model, x_train, loss_fn, param_filter, batch_size, dev)
+        g_test = _grads_on_device(model, x_test, loss_fn, param_filter, batch_size, dev)
+        rhs = g_train if direction == "train" else g_test
+        chunk = rhs_chunk_size or max(1, min(len(rhs), 2**28 // max(1, n_params)))
+        n_chunks = -(-len(rhs) // chunk)
+        total = n_chunks * len(batches)
+        solved = torch.empty_like(rhs)
+        for ci, start in enumerate(range(0, len(rhs), chunk)):
+            g = rhs[start : start + chunk]
+            if direction == "train":
+                solved[start : start + len(g)] = _lissa(hessian, g, batches, damp, scale, progress, ci, total)
+            else:
+                solved[start : start + len(g)] = _lissa_transposed(
+                    hessian, g, batches, damp, scale, progress, ci, total
+                )
+        solved /= scale * n_scale
+        scores = g_test @ solved.T if direction == "train" else solved @ g_train.T
+    return scores.float().cpu()
+
+
+def _lissa(
+    hessian: BatchHessian, g: torch.Tensor, batches: list[torch.Tensor], damp: float, scale: float,
+    progress: Progress, chunk_index: int, total: int,
+) -> torch.Tensor:
+    """``v_T`` of the LiSSA recursion for the rows of ``g`` (before the final rescaling)."""
+    v = g.clone()
+    for t, idx in enumerate(batches):
+        hessian.bind(idx)
+        hv = hessian.apply(v)
+        v.mul_(1.0 - damp).add_(g).sub_(hv, alpha=1.0 / scale)
+        report(progress, chunk_index * len(batches) + t + 1, total)
+    return v
+
+
+def _lissa_transposed(
+    hessian: BatchHessian, h: torch.Tensor, batches: list[torch.Tensor], damp: float, scale: float,
+    progress: Progress, chunk_index: int, total: int,
+) -> torch.Tensor:
+    """``Σ_k A_{T−k}⋯A_{T−1} h`` with ``A_t = (1−damp)I − H_t/scale``: the transpose of the recursion.
+
+    For every ``g``, ``h · v_T(g)`` equals ``(this result) · g``.
+    """
+    u = h.clone()
+    acc = h.clone()
+    for t, idx in enumerate(reversed(batches)):
+        hessian.bind(idx)
+        hu = hessian.apply(u)
+        u.mul_(1.0 - damp).sub_(hu, alpha=1.0 / scale)
+        acc.add_(u)
+        report(progress, chunk_index * len(batches) + t + 1, total)
+    return acc

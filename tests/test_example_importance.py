@@ -1,0 +1,409 @@
+"""Tests of the label-free example-importance engine (DKNN, cosine, SimplEx, TracIn, IF)."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from lfx_engine.errors import CheckpointError, ParameterError
+from lfx_engine.example_importance import (
+    cosine_scores,
+    dknn_scores,
+    draw_minibatches,
+    encode,
+    influence_scores,
+    l1_per_example,
+    mse_per_example,
+    per_example_grads,
+    simplex_scores,
+    tracin_scores,
+)
+from lfx_engine.example_importance.influence import BatchHessian, latent_mode_applies
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tests run many tiny ops: one intra-op thread avoids synchronisation stalls on busy CPUs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------- models
+class TinyAE(nn.Module):
+    """A few-parameter autoencoder (encoder 3→2 with tanh), small enough for an explicit Hessian."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(3, 2), nn.Tanh())
+        self.decoder = nn.Linear(2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+class ConvAE(nn.Module):
+    """A small conv autoencoder with BatchNorm and a perturbation applied only in training mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, 3, 3, 2, 1), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(48, 2)
+        )
+        self.decoder = nn.Sequential(nn.Linear(2, 64), nn.Sigmoid(), nn.Unflatten(1, (1, 8, 8)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            x = x + 0.3 * torch.randn_like(x)
+        return self.decoder(self.encoder(x))
+
+
+class LSTMEncoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm1 = nn.LSTM(1, 4, batch_first=True)
+        self.lstm2 = nn.LSTM(4, 2, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, _ = self.lstm1(x)
+        _, (h_n, _) = self.lstm2(h)
+        return h_n[-1]
+
+
+class LSTMAE(nn.Module):
+    """A miniature of the ECG LSTM autoencoder (final hidden state as latent)."""
+
+    def __init__(self, steps: int = 6) -> None:
+        super().__init__()
+        self.steps = steps
+        self.encoder = LSTMEncoder()
+        self.dec = nn.LSTM(2, 3, batch_first=True)
+        self.head = nn.Linear(3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.encoder(x).unsqueeze(1).repeat(1, self.steps, 1)
+        h, _ = self.dec(z)
+        return self.head(h)
+
+
+def conv_model() -> ConvAE:
+    """A ConvAE whose BatchNorm running statistics are not the defaults."""
+    model = ConvAE()
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand(16, 1, 8, 8))
+    return model
+
+
+def autograd_grads(model: nn.Module, x: torch.Tensor, loss_fn=mse_per_example) -> torch.Tensor:
+    """Reference per-example encoder gradients: one plain autograd call per example, eval mode."""
+    model.eval()
+    params = [p for n, p in model.named_parameters() if n.startswith("encoder.")]
+    rows = []
+    for i in range(len(x)):
+        xi = x[i : i + 1]
+        loss = loss_fn(model(xi), xi).sum()
+        rows.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)]))
+    return torch.stack(rows)
+
+
+# --------------------------------------------------------------------------- latent methods
+def test_dknn_and_cosine_rank_exact_duplicate_first() -> None:
+    h_train = torch.randn(50, 4)
+    picks = [7, 21, 3, 49, 0]
+    h_test = h_train[picks].clone()
+    for scores in (dknn_scores(h_test, h_train, batch_size=2), cosine_scores(h_test, h_train, batch_size=2)):
+        assert scores.shape == (5, 50) and scores.dtype == torch.float32
+        assert scores.argmax(dim=1).tolist() == picks  # every row filled, incl. the remainder row
+    dknn = dknn_scores(h_test, h_train, eps=1e-8)
+    assert torch.allclose(dknn[torch.arange(5), picks], torch.full((5,), 1e8))
+    other = h_train[1]
+    expected = 1.0 / ((h_test[0] - other).square().sum() + 1e-8)
+    assert torch.isclose(dknn[0, 1], expected, rtol=1e-5)
+
+
+def test_cosine_uses_normalised_latents() -> None:
+    h_train = torch.tensor([[1.0, 0.0], [0.0, 2.0], [-3.0, 0.0]])
+    h_test = torch.tensor([[5.0, 0.0]])
+    assert torch.allclose(cosine_scores(h_test, h_train), torch.tensor([[1.0, 0.0, -1.0]]), atol=1e-6)
+
+
+def test_encode_batches_and_restores_mode() -> None:
+    model = conv_model()  # left in training mode
+    x = torch.rand(7, 1, 8, 8)
+    h = encode(model.encoder, x, batch_size=3)
+    model.eval()
+    with torch.no_grad():
+        expected = model.encoder(x)
+    assert torch.allclose(h, expected, atol=1e-6)
+    model.train()
+    encode(model.encoder, x, batch_size=3)
+    assert model.encoder.training
+
+
+def test_bad_arguments_raise_parameter_error() -> None:
+    with pytest.raises(ParameterError):
+        dknn_scores(torch.randn(3), torch.randn(4, 3))
+    with pytest.raises(ParameterError):
+        simplex_scores(torch.randn(2, 3), torch.randn(4, 2))
+    with pytest.raises(ParameterError):
+        influence_scores(TinyAE(), torch.randn(3, 3), torch.randn(2, 3), recursion_depth=0)
+
+
+# --------------------------------------------------------------------------- SimplEx
+def test_simplex_weights_are_convex_and_reconstruct_a_hull_point() -> None:
+    gen = torch.Generator().manual_seed(1)
+    h_train = 3 * torch.randn(100, 4, generator=gen)
+    idx = torch.randint(0, 100, (7, 3), generator=gen)
+    mix = torch.distributions.Dirichlet(torch.ones(3)).sample((7,))
+    h_test = (mix[:, :, None] * h_train[idx]).sum(1)  # sparse convex combinations: inside the hull
+    weights, residuals = simplex_scores(h_test, h_train, batch_size=3)  # remainder batch of 1
+    assert weights.shape == (7, 100) and residuals.shape == (7,)
+    assert (weights >= 0).all()
+    assert torch.allclose(weights.sum(1), torch.ones(7), atol=1e-5)
+    assert residuals.max() < 1e-2 * h_test.norm(dim=1).min()
+    assert torch.allclose(residuals, (h_test - weights @ h_train).norm(dim=1), atol=1e-4)
+
+
+def test_simplex_k_nearest_restricts_support() -> None:
+    h_train = torch.randn(40, 3)
+    h_test = torch.randn(5, 3)
+    weights, residuals = simplex_scores(h_test, h_train, k_nearest=6, steps=200, batch_size=2)
+    nearest = torch.cdist(h_test, h_train).topk(6, largest=False).indices
+    mask = torch.zeros_like(weights, dtype=torch.bool).scatter_(1, nearest, True)
+    assert (weights[~mask] == 0).all()
+    assert torch.allclose(weights.sum(1), torch.ones(5), atol=1e-5)
+    assert torch.isfinite(residuals).all()
+
+
+# --------------------------------------------------------------------------- gradients
+def test_per_example_grads_match_autograd_loop_and_restore_mode() -> None:
+    model = conv_model()
+    assert model.training
+    x = torch.rand(10, 1, 8, 8)
+    grads = per_example_grads(model, x, batch_size=4)  # 10 is not a multiple of 4
+    assert model.training  # mode restored
+    expected = autograd_grads(copy.deepcopy(model), x)
+    assert grads.shape == expected.shape == (10, sum(p.numel() for p in model.encoder.parameters()))
+    assert torch.allclose(grads, expected, atol=1e-6, rtol=1e-4)
+    loop = per_example_grads(model, x, batch_size=4, method="loop")
+    assert torch.allclose(loop, expected, atol=1e-6, rtol=1e-4)
+
+
+def test_per_example_grads_lstm_and_l1_loss() -> None:
+    model = LSTMAE()
+    x = torch.randn(5, 6, 1)
+    grads = per_example_grads(model, x, loss_fn=l1_per_example, batch_size=2)  # auto: loop for RNNs
+    expected = autograd_grads(model, x, loss_fn=l1_per_example)
+    assert torch.allclose(grads, expected, atol=1e-6, rtol=1e-4)
+    vmapped = per_example_grads(model, x, loss_fn=l1_per_example, batch_size=2, method="vmap")
+    assert torch.allclose(vmapped, expected, atol=1e-6, rtol=1e-4)
+
+
+def test_batch_hessian_lstm_matches_autograd_hvp() -> None:
+    model = LSTMAE().eval()
+    data = torch.randn(5, 6, 1)
+    params = {n: p for n, p in model.named_parameters() if n.startswith("encoder.")}
+    hessian = BatchHessian(model, params, data, l1_per_example, "full")
+    hessian.bind(torch.tensor([1, 3, 3]))
+    vectors = torch.randn(2, sum(p.numel() for p in params.values()))
+    ref = torch.stack([_flat_hvp(model, params, data[[1, 3, 3]], v, l1_per_example) for v in vectors])
+    assert torch.allclose(hessian.apply(vectors), ref, rtol=1e-4, atol=1e-6)
+
+
+def test_random_projection_is_seeded() -> None:
+    model = TinyAE()
+    x = torch.randn(6, 3)
+    a = per_example_grads(model, x, projection_dim=5, projection_seed=3)
+    b = per_example_grads(model, x, projection_dim=5, projection_seed=3)
+    c = per_example_grads(model, x, projection_dim=5, projection_seed=4)
+    assert a.shape == (6, 5) and torch.equal(a, b) and not torch.equal(a, c)
+
+
+# --------------------------------------------------------------------------- TracIn
+def test_tracin_matches_explicit_dot_products_and_restores_model(tmp_path) -> None:
+    model = conv_model()
+    x_train, x_test = torch.rand(9, 1, 8, 8), torch.rand(5, 1, 8, 8)
+    ckpt_a = copy.deepcopy(model.state_dict())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ckpt_b = copy.deepcopy(model.state_dict())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    final = copy.deepcopy(model.state_dict())
+    model.train()
+
+    one = tracin_scores(model, [ckpt_a], x_train, x_test, batch_size=4)
+    ref_model = copy.deepcopy(model)
+    ref_model.load_state_dict(ckpt_a)
+    expected_a = autograd_grads(ref_model, x_test) @ autograd_grads(ref_model, x_train).T
+    assert one.shape == (5, 9)
+    assert torch.allclose(one, expected_a, rtol=1e-4, atol=1e-7)
+
+    # weights and mode are restored
+    assert model.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, final[key]), key
+
+    from safetensors.torch import save_file
+
+    path = tmp_path / "epoch_10.safetensors"
+    save_file({k: v.contiguous() for k, v in ckpt_b.items()}, str(path))
+    ref_model.load_state_dict(ckpt_b)
+    expected_b = autograd_grads(ref_model, x_test) @ autograd_grads(ref_model, x_train).T
+    two = tracin_scores(model, [ckpt_a, path], x_train, x_test, lr_factor=[1.0, 0.5], batch_size=4)
+    assert torch.allclose(two, expected_a + 0.5 * expected_b, rtol=1e-4, atol=1e-7)
+    with pytest.raises(CheckpointError):
+        tracin_scores(model, [tmp_path / "missing.safetensors"], x_train, x_test)
+    pickled = tmp_path / "epoch_0.pt"
+    torch.save(ckpt_a, pickled)
+    with pytest.raises(CheckpointError):  # pickle-based files are never loaded
+        tracin_scores(model, [pickled], x_train, x_test)
+
+
+# --------------------------------------------------------------------------- influence functions
+def explicit_hessian(model: nn.Module, data: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Float64 Hessian of the mean loss over ``data`` w.r.t. the flattened encoder parameters."""
+    names = [n for n, _ in model.named_parameters() if n.startswith("encoder.")]
+    shapes = [p.shape for n, p in model.named_parameters() if n in names]
+    flat = torch.cat([p.detach().reshape(-1) for n, p in model.named_parameters() if n in names])
+
+    def loss(theta: torch.Tensor) -> torch.Tensor:
+        params, offset = {}, 0
+        for name, shape in zip(names, shapes):
+            size = shape.numel()
+            params[name] = theta[offset : offset + size].reshape(shape)
+            offset += size
+        out = torch.func.functional_call(model, params, (data,))
+        return mse_per_example(out, data).mean()
+
+    return torch.autograd.functional.hessian(loss, flat), names
+
+
+def test_influence_equals_exact_lissa_recursion_with_full_batch() -> None:
+    torch.manual_seed(3)
+    model = TinyAE().double()
+    data = torch.randn(10, 3, dtype=torch.float64)
+    hess, _ = explicit_hessian(model, data)
+    g_train = autograd_grads(model, data[:6])
+    g_test = autograd_grads(model, data[6:])
+    damp, scale, depth, n = 1e-3, 1000.0, 100, len(data)
+    # exact recursion with H_batch = H: v_T = Σ_{k=0}^{T} A^k g, A = (1 − damp) I − H / scale
+    a = (1 - damp) * torch.eye(len(hess), dtype=torch.float64) - hess / scale
+    total, power = torch.zeros_like(a), torch.eye(len(hess), dtype=torch.float64)
+    for _ in range(depth + 1):
+        total += power
+        power = a @ power
+    expected = g_test @ (total @ g_train.T) / (scale * n)
+
+    model32 = model.float()
+    full = [torch.arange(n)] * depth
+    for direction in ("train", "test"):
+        scores = influence_scores(
+            model32, data[:6].float(), data[6:].float(), hessian_data=data.float(), minibatches=full,
+            damp=damp, scale=scale, direction=direction,
+        )
+        assert scores.shape == (4, 6)
+        assert torch.allclose(scores.double(), expected, rtol=1e-4, atol=1e-6 * expected.abs().max())
+
+
+def test_influence_converges_to_damped_inverse_hessian() -> None:
+    torch.manual_seed(4)
+    model = TinyAE()
+    data = torch.randn(12, 3)
+    model64 = copy.deepcopy(model).double()
+    hess, _ = explicit_hessian(model64, data.double())
+    damp, scale = 0.5, 10.0
+    assert torch.linalg.eigvalsh(hess).abs().max() < damp * scale  # the recursion contracts
+    g_train = autograd_grads(model64, data.double())
+    g_test = autograd_grads(model64, data[:5].double())
+    # fixed point v* = scale (H + damp·scale·I)^{-1} g, then v*/(scale·n)
+    inverse = torch.linalg.inv(hess + damp * scale * torch.eye(len(hess), dtype=torch.float64))
+    expected = g_test @ inverse @ g_train.T / len(data)
+    scores = influence_scores(
+        model, data, data[:5], minibatches=[torch.arange(12)] * 200, damp=damp, scale=scale, direction="train"
+    )
+    assert torch.allclose(scores.double(), expected, rtol=1e-4, atol=1e-5 * expected.abs().max())
+
+
+def test_influence_directions_and_hvp_modes_agree_with_random_minibatches() -> None:
+    model = conv_model()
+    x_train, x_test = torch.rand(11, 1, 8, 8), torch.rand(7, 1, 8, 8)
+    kwargs = dict(damp=0.01, scale=5.0, recursion_depth=8, minibatch_size=4, seed=2, batch_size=4)
+    reference = influence_scores(model, x_train, x_test, direction="train", hvp_mode="full", **kwargs)
+    assert model.training  # mode restored
+    assert reference.shape == (7, 11) and (reference != 0).all()
+    for direction, mode, chunk in (("test", "full", None), ("train", "latent", 4), ("test", "latent", 3)):
+        other = influence_scores(
+            model, x_train, x_test, direction=direction, hvp_mode=mode, rhs_chunk_size=chunk, **kwargs
+        )
+        assert torch.allclose(other, reference, rtol=1e-3, atol=1e-4 * reference.abs().max()), (direction, mode)
+    # the Hessian term matters at these settings: a different seed changes the scores
+    other_seed = influence_scores(model, x_train, x_test, **{**kwargs, "seed": 3})
+    assert not torch.allclose(other_seed, reference, rtol=1e-3)
+
+
+def test_batch_hessian_merges_repeated_draws_and_batches_vectors() -> None:
+    model = conv_model().eval()
+    data = torch.rand(6, 1, 8, 8)
+    params = {n: p for n, p in model.named_parameters() if n.startswith("encoder.")}
+    assert latent_mode_applies(model, params, data)
+    vectors = torch.randn(3, sum(p.numel() for p in params.values()))
+    loop = BatchHessian(model, params, data, mse_per_example, "full", hvp_batch=1)
+    loop.bind(torch.tensor([0, 0, 2, 5]))
+    batched = BatchHessian(model, params, data, mse_per_example, "full", hvp_batch=3)
+    batched.bind(torch.tensor([0, 2, 5, 0]))
+    ref = torch.stack([_flat_hvp(model, params, data[[0, 0, 2, 5]], v) for v in vectors])
+    assert torch.allclose(loop.apply(vectors), ref, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(batched.apply(vectors), ref, rtol=1e-4, atol=1e-6)
+
+
+def _split(v: torch.Tensor, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    return tuple(t.reshape(p.shape) for t, p in zip(v.split([p.numel() for p in params.values()]), params.values()))
+
+
+def _mean_loss(model: nn.Module, params: dict[str, torch.Tensor], values, x: torch.Tensor,
+               loss_fn=mse_per_example) -> torch.Tensor:
+    out = torch.func.functional_call(model, dict(zip(params, values)), (x,))
+    return loss_fn(out, x).mean()
+
+
+def _flat_hvp(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, v: torch.Tensor,
+              loss_fn=mse_per_example) -> torch.Tensor:
+    """Reference HVP of the mean loss over ``x`` by torch.autograd.functional.hvp."""
+    _, hvp = torch.autograd.functional.hvp(
+        lambda *ps: _mean_loss(model, params, ps, x, loss_fn), tuple(p.detach() for p in params.values()),
+        _split(v, params),
+    )
+    return torch.cat([h.reshape(-1) for h in hvp])
+
+
+def test_draw_minibatches_is_seeded() -> None:
+    a = draw_minibatches(50, 7, 3, seed=1)
+    assert len(a) == 3 and all(b.shape == (7,) and b.max() < 50 for b in a)
+    assert all(torch.equal(x, y) for x, y in zip(a, draw_minibatches(50, 7, 3, seed=1)))
+
+
+def test_real_mnist_autoencoder_contract(tmp_path) -> None:
+    from lfx_engine.example_importance import selected_parameters
+    from lfx_engine.models import build_model
+    from lfx_engine.training.io import save_checkpoint
+
+    model = build_model("mnist_ae")  # training mode, denoising perturbation in forward
+    x = torch.rand(3, 1, 28, 28)
+    grads = per_example_grads(model, x)
+    assert grads.shape == (3, 43_428)
+    assert torch.allclose(grads, autograd_grads(copy.deepcopy(model), x), rtol=1e-4, atol=1e-7)
+    model.eval()
+    assert latent_mode_applies(model, selected_parameters(model), x)
+    model.train()
+    path = save_checkpoint(model, tmp_path / "epoch_000.safetensors", {"kind": "tracin"}).path
+    scores = tracin_scores(model, [path], x, x[:2])
+    assert torch.allclose(scores, grads[:2] @ grads.T, rtol=1e-4)
+    assert model.training
