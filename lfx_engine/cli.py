@@ -17,6 +17,7 @@ from lfx_engine.errors import LFXError
 COMMAND_MODULES = (
     "lfx_engine.data.cli",
     "lfx_engine.training.cli",
+    "lfx_engine.experiments.cli",
 )
 
 

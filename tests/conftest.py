@@ -10,7 +10,8 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = (REPO_ROOT.parent / "shared" / "data").resolve()
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Small models: one thread is as fast and leaves the other core to the app server of browser tests.
+torch.set_num_threads(1)
 
 
 def real_data_dir() -> Path | None:

@@ -1,0 +1,210 @@
+"""``python -m lfx_engine reproduce EXPERIMENT --data DATASET [...]``: run experiments headless.
+
+Writes ``<results>/<experiment>/<dataset>/`` (CSV, PNG, LaTeX, run.json) for
+each (experiment, dataset) pair; a pair whose data or checkpoints are missing
+is reported as skipped (``skipped.json``, exit code 0). ``reproduce all`` runs
+every pair of METHOD.md §7 (``--data`` restricts it to one dataset) and keeps
+going past failures, exiting 2 when any pair failed.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+import torch
+
+from lfx_engine.errors import LFXError, ParameterError
+from lfx_engine.experiments.common import (
+    EXPERIMENT_ACCEPTS,
+    EXPERIMENT_DATASETS,
+    EXPERIMENTS,
+    ExperimentResult,
+    ExperimentSkipped,
+    now_iso,
+    write_result,
+    write_skipped,
+)
+
+
+def runners() -> dict[str, tuple[Callable[..., ExperimentResult], Any]]:
+    """experiment → (run function, its module, which holds ``QUICK`` and maybe ``QUICK_BY_DATASET``)."""
+    from lfx_engine.experiments import (
+        consistency_examples,
+        consistency_features,
+        disvae,
+        encoder_vs_full,
+        lucid,
+        pretext,
+    )
+
+    return {
+        "consistency_features": (consistency_features.run_consistency_features, consistency_features),
+        "consistency_examples": (consistency_examples.run_consistency_examples, consistency_examples),
+        "pretext": (pretext.run_pretext, pretext),
+        "disvae": (disvae.run_disvae, disvae),
+        "lucid": (lucid.run_lucid, lucid),
+        "encoder_vs_full": (encoder_vs_full.run_encoder_vs_full, encoder_vs_full),
+    }
+
+
+def quick_preset(module: Any, dataset: str) -> dict[str, Any]:
+    """The ``--quick`` keyword arguments of an experiment module for ``dataset``."""
+    return {**getattr(module, "QUICK", {}), **getattr(module, "QUICK_BY_DATASET", {}).get(dataset, {})}
+
+
+def _log(start: float) -> Callable[[str], None]:
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - start:7.1f}s] {message}", file=sys.stderr, flush=True)
+    return log
+
+
+def run_experiment(experiment: str, dataset: str, *, quick: bool = False, log: Callable[[str], None] | None = None,
+                   **options: Any) -> tuple[ExperimentResult, dict[str, Any], list[str]]:
+    """Call ``run_<experiment>(dataset, ...)`` with the options it accepts (``--quick`` preset underneath).
+
+    Returns the result, the keyword arguments used and the options it ignored.
+    """
+    fn, module = runners()[experiment]
+    preset = quick_preset(module, dataset)
+    accepted = set(inspect.signature(fn).parameters)
+    given = {k: v for k, v in options.items() if v is not None}
+    kwargs = {**(preset if quick else {}), **given}
+    ignored = sorted(k for k in kwargs if k not in accepted)
+    kwargs = {k: v for k, v in kwargs.items() if k in accepted}
+    result = fn(dataset, log=log, **kwargs)
+    result.params["quick"] = quick
+    result.params["options"] = {k: (str(v) if isinstance(v, torch.device) else v) for k, v in kwargs.items()}
+    return result, kwargs, ignored
+
+
+def reproduce(experiment: str, dataset: str, *, results: str | None = None, command: str | None = None,
+              quick: bool = False, verbose: bool = True, **options: Any) -> str:
+    """Run one pair and write its folder; returns ``"ok"`` or ``"skipped"`` (LFXError propagates)."""
+    start = time.perf_counter()
+    log = _log(start) if verbose else None
+    started = now_iso()
+    try:
+        result, kwargs, ignored = run_experiment(experiment, dataset, quick=quick, log=log, **options)
+    except ExperimentSkipped as exc:
+        path = write_skipped(experiment, dataset, exc.reason, results, command,
+                             {"quick": quick, **{k: v for k, v in options.items() if v is not None}})
+        print(f"skipped {experiment} on {dataset}: {exc.reason} (recorded in {path / 'skipped.json'})")
+        return "skipped"
+    if ignored and verbose:
+        print(f"note: {experiment} does not use {', '.join('--' + k.replace('_', '-') for k in ignored)}",
+              file=sys.stderr)
+    path = write_result(result, results, command, started)
+    runs = f", {result.n_runs} run(s)" if result.n_runs is not None else ""
+    print(f"{experiment} on {dataset}: done in {result.wall_time_s:.1f}s{runs}; wrote {path}")
+    for note in result.notes:
+        print(f"  note: {note}")
+    return "ok"
+
+
+def _device(value: str | None) -> torch.device | None:
+    if value is None:
+        return None
+    try:
+        dev = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise ParameterError(f"--device must be cpu, cuda or cuda:N, got {value!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ParameterError("--device cuda was requested but no CUDA device is available")
+    return dev
+
+
+def run_reproduce(args: argparse.Namespace) -> int:
+    """Entry point of ``reproduce``."""
+    if args.n_test is not None and args.n_test < 1:
+        raise ParameterError(f"--n-test must be a positive integer, got {args.n_test}")
+    if args.n_train is not None and args.n_train < 1:
+        raise ParameterError(f"--n-train must be a positive integer, got {args.n_train}")
+    if args.steps is not None and args.steps < 1:
+        raise ParameterError(f"--steps must be a positive integer, got {args.steps}")
+    options = {"n_test": args.n_test, "n_train": args.n_train, "steps": args.steps, "seed": args.seed,
+               "device": _device(args.device), "leaky_relu": True if args.leaky_relu else None,
+               "use_cache": False if args.no_cache else None}
+    command = command_line(args)
+    if args.experiment == "all":
+        pairs = [(e, d) for e in EXPERIMENTS for d in EXPERIMENT_DATASETS[e] if args.data in (None, "all", d)]
+        if not pairs:
+            raise ParameterError(f"no experiment covers dataset {args.data!r}")
+    else:
+        accepted = EXPERIMENT_ACCEPTS[args.experiment]
+        if args.data in (None, "all"):
+            if args.data is None:
+                raise ParameterError(f"--data is required for {args.experiment}: one of {', '.join(accepted)} "
+                                     f"or all")
+            datasets = list(EXPERIMENT_DATASETS[args.experiment])
+        elif args.data not in accepted:
+            raise ParameterError(f"{args.experiment} runs on {', '.join(accepted)}, not {args.data!r}")
+        else:
+            datasets = [args.data]
+        pairs = [(args.experiment, d) for d in datasets]
+    single = len(pairs) == 1
+    outcomes: dict[str, list[str]] = {"ok": [], "skipped": [], "failed": []}
+    for experiment, dataset in pairs:
+        try:
+            status = reproduce(experiment, dataset, results=args.results, command=command, quick=args.quick,
+                               **options)
+        except LFXError as exc:
+            if single:
+                raise
+            print(f"error: {experiment} on {dataset} failed: {exc}", file=sys.stderr)
+            status = "failed"
+        outcomes[status].append(f"{experiment}/{dataset}")
+    if not single:
+        print(f"reproduce: {len(outcomes['ok'])} done, {len(outcomes['skipped'])} skipped, "
+              f"{len(outcomes['failed'])} failed" + (f" ({', '.join(outcomes['failed'])})" if outcomes["failed"]
+                                                     else ""))
+    return 2 if outcomes["failed"] else 0
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The ``reproduce`` command equivalent to the parsed arguments (recorded in run.json)."""
+    parts = ["python -m lfx_engine reproduce", args.experiment]
+    for flag, value in (("--data", args.data), ("--results", args.results), ("--n-test", args.n_test),
+                        ("--n-train", args.n_train), ("--device", args.device), ("--seed", args.seed),
+                        ("--steps", args.steps)):
+        if value is not None:
+            parts.append(f"{flag} {value}")
+    parts += [flag for flag, on in (("--quick", args.quick), ("--leaky-relu", args.leaky_relu),
+                                    ("--no-cache", args.no_cache)) if on]
+    return " ".join(parts)
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``reproduce``."""
+    datasets = sorted({d for v in EXPERIMENT_ACCEPTS.values() for d in v})
+    parser = subparsers.add_parser(
+        "reproduce", help="run the paper's experiments headless and write CSV/PNG/LaTeX results",
+        description="Run an experiment of METHOD.md §7 on trained zoo checkpoints and write "
+                    "<results>/<experiment>/<dataset>/ (tidy CSVs, PNG figures, LaTeX tables, run.json). "
+                    "Missing datasets/checkpoints are reported as skipped (exit code 0).")
+    parser.add_argument("experiment", choices=(*EXPERIMENTS, "all"),
+                        help="experiment to run, or all")
+    parser.add_argument("--data", choices=(*datasets, "all"),
+                        help="dataset (required unless the experiment is 'all'; 'all' = every dataset it covers)")
+    parser.add_argument("--results", help="results folder (default: LFX_RESULTS_DIR or <repo>/results)")
+    parser.add_argument("--n-test", type=int, help="number of test examples (default: METHOD's full size)")
+    parser.add_argument("--n-train", type=int,
+                        help="training subset size for consistency_examples and pretext (default 1000)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller preset for a CPU (fewer examples/steps; recorded in run.json)")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: LFX_DEVICE, else CUDA when available)")
+    parser.add_argument("--seed", type=int, help="seed of the stochastic methods (default 0)")
+    parser.add_argument("--steps", type=int, help="lucid: optimisation steps (default 1000)")
+    parser.add_argument("--leaky-relu", action="store_true",
+                        help="lucid: render with ReLU swapped for LeakyReLU(0.1), as the study did")
+    parser.add_argument("--no-cache", action="store_true", help="recompute instead of reading the disk cache")
+    parser.set_defaults(func=run_reproduce)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``reproduce`` alone (for ``python -m lfx_engine.experiments.cli``)."""
+    from lfx_engine.cli import main as engine_main
+
+    return engine_main(["reproduce", *(argv if argv is not None else sys.argv[1:])])

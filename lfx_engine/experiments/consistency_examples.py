@@ -1,0 +1,258 @@
+"""consistency_examples (METHOD.md §7.2): important training examples share the test example's label.
+
+On the class-balanced 1000 × 1000 subsets (ECG: 500 normal + 500 abnormal
+training beats, a seeded permutation of the test split), Influence Functions
+(LiSSA), TracIn (saved checkpoints), SimplEx, DKNN and cosine NN each give an
+``n_test × n_train`` score matrix of the consistency model. The similarity rate
+of the top-n (most important) and bottom-n (least important) training examples
+is measured for n = 5..100% of the training subset. Expected reading: most
+above the class prior, least below, both equal to it at 100%.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any, Sequence
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import torch
+
+from lfx_engine.data import Split, balanced_subset_indices, get_spec, load_split
+from lfx_engine.data.subsets import ECG_SUBSET_SEED
+from lfx_engine.errors import ParameterError
+from lfx_engine.example_importance import (
+    cosine_scores,
+    dknn_scores,
+    encode,
+    influence_scores,
+    l1_per_example,
+    mse_per_example,
+    simplex_scores,
+    tracin_scores,
+)
+from lfx_engine.experiments.common import (
+    ExperimentResult,
+    LogFn,
+    ModelHub,
+    ProgressFn,
+    Reporter,
+    cached_arrays,
+    check_positive_int,
+    data_fingerprint,
+    require_dataset,
+    require_models,
+    subset_digest,
+    to_device,
+)
+from lfx_engine.experiments.consistency_features import model_name
+from lfx_engine.metrics import DEFAULT_FRACTIONS, similarity_rates
+
+EXPERIMENT = "consistency_examples"
+EXPLAINERS = ("influence", "tracin", "simplex", "dknn", "cosine")
+TITLES = {"influence": "Influence Functions", "tracin": "TracIn", "simplex": "SimplEx", "dknn": "DKNN",
+          "cosine": "Cosine NN"}
+#: Smaller run for a CPU (``--quick``): 200 × 200 subsets, LiSSA depth 10 (IF costs n_test × depth HVPs
+#: on 300-example minibatches: about 1 minute here instead of ~1.5 hours for 1000 × 100).
+QUICK: dict[str, Any] = {"n_train": 200, "n_test": 200, "if_depth": 10}
+#: Per-dataset changes to ``QUICK``: an HVP through the ECG LSTM costs about a second on a CPU.
+QUICK_BY_DATASET: dict[str, dict[str, Any]] = {"ecg5000": {"n_train": 100, "n_test": 100, "if_depth": 3}}
+
+
+def example_subsets(dataset: str, n_train: int, n_test: int) -> tuple[Split, Split, dict[str, Any]]:
+    """Training and test subsets of METHOD §6 and a description of how they were drawn."""
+    if dataset == "ecg5000":
+        train = load_split(dataset, "examples_train")
+        test = load_split(dataset, "examples_test")
+        if n_test > len(test):
+            raise ParameterError(f"--n-test must lie in 1..{len(test)} for ecg5000, got {n_test}")
+        order = torch.randperm(len(test), generator=torch.Generator().manual_seed(ECG_SUBSET_SEED))[:n_test]
+        train_sub = train.subset(balanced_subset_indices(train.y, n_train, 2))
+        rule = {"train": f"{n_train} beats of examples_train alternating normal/abnormal",
+                "test": f"first {n_test} of a permutation (seed {ECG_SUBSET_SEED}) of examples_test",
+                "seed": ECG_SUBSET_SEED}
+        return train_sub, test.subset(order), rule
+    k = get_spec(dataset).n_classes
+    train = load_split(dataset, "train")
+    test = load_split(dataset, "test")
+    rule = {"train": f"class-balanced {n_train} of train (example k = (k // {k})-th occurrence of class k mod {k})",
+            "test": f"class-balanced {n_test} of test (same rule)"}
+    return (train.subset(balanced_subset_indices(train.y, n_train, k)),
+            test.subset(balanced_subset_indices(test.y, n_test, k)), rule)
+
+
+def explainer_scores(result: ExperimentResult | None, hub: ModelHub, name: str, dataset: str, explainer: str,
+                     train: Split, test: Split, params: dict[str, Any], *, device: torch.device,
+                     use_cache: bool = True, progress: ProgressFn | None = None) -> dict[str, np.ndarray]:
+    """Score matrix ``(n_test, n_train)`` (and SimplEx residuals) of one explainer; disk-cached.
+
+    The model is reset to its final weights for every explainer (each works on
+    a fresh copy in eval mode); IF and TracIn differentiate the encoder only.
+    """
+    record = hub.record(name)
+    parts = {"experiment": EXPERIMENT, "model": name, "sha256": record["sha256"], "data": data_fingerprint(dataset),
+             "train": subset_digest(train.extra["indices"]), "test": subset_digest(test.extra["indices"]),
+             "explainer": explainer, "params": params}
+    if explainer == "tracin":
+        parts["tracin"] = [t["sha256"] for t in record.get("tracin_checkpoints", [])]
+    loss_fn = l1_per_example if dataset == "ecg5000" else mse_per_example
+
+    def compute() -> dict[str, np.ndarray]:
+        model = copy.deepcopy(hub.load(name)).eval()
+        if explainer in ("dknn", "cosine", "simplex"):
+            h_train = encode(model.encoder, train.x, device=device)
+            h_test = encode(model.encoder, test.x, device=device)
+            if explainer == "dknn":
+                return {"scores": dknn_scores(h_test, h_train, device=device).numpy()}
+            if explainer == "cosine":
+                return {"scores": cosine_scores(h_test, h_train, device=device).numpy()}
+            weights, residuals = simplex_scores(h_test, h_train, steps=params["steps"], lr=params["lr"],
+                                                device=device, progress=progress)
+            return {"scores": weights.numpy(), "residuals": residuals.numpy(),
+                    "latent_norms": h_test.norm(dim=1).numpy()}
+        if explainer == "tracin":
+            states = [state for _, state, _ in hub.tracin_states(name)]
+            return {"scores": tracin_scores(model, states, train.x, test.x, loss_fn=loss_fn, device=device,
+                                            progress=progress).numpy()}
+        return {"scores": influence_scores(
+            model, train.x, test.x, loss_fn=loss_fn, damp=params["damp"], scale=params["scale"],
+            recursion_depth=params["recursion_depth"], minibatch_size=params["minibatch_size"], seed=params["seed"],
+            n_train_for_scaling=len(train), device=device, progress=progress).numpy()}
+
+    return cached_arrays(result, "exp_example_scores", parts, compute, use_cache)
+
+
+def run_consistency_examples(
+    dataset: str,
+    *,
+    models: ModelHub | None = None,
+    n_train: int = 1000,
+    n_test: int | None = None,
+    explainers: Sequence[str] = EXPLAINERS,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    if_depth: int = 100,
+    if_damp: float = 1e-3,
+    if_scale: float = 1000.0,
+    if_minibatch: int | None = None,
+    simplex_steps: int = 1000,
+    simplex_lr: float = 0.1,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    use_cache: bool = True,
+    progress: ProgressFn | None = None,
+    log: LogFn | None = None,
+) -> ExperimentResult:
+    """Similarity rates of the most/least important training examples for each explainer on ``dataset``.
+
+    ``n_test`` defaults to 1000 (METHOD §6). ``if_minibatch`` defaults to the
+    training batch size (300 images, 20 ECG beats), capped at ``n_train``.
+    Explainers whose inputs are missing (TracIn without saved checkpoints) are
+    left out with a note. Tables: ``similarity`` (explainer, fraction, n, most,
+    least, prior), ``timings``, ``simplex_residuals``.
+    """
+    start = time.perf_counter()
+    require_dataset(EXPERIMENT, dataset)
+    n_test = 1000 if n_test is None else n_test
+    check_positive_int("n_train", n_train)
+    check_positive_int("n_test", n_test)
+    check_positive_int("if_depth", if_depth)
+    unknown = [e for e in explainers if e not in EXPLAINERS]
+    if unknown:
+        raise ParameterError(f"unknown explainer(s) {unknown}; choose from {EXPLAINERS}")
+    hub = models or ModelHub(device=device)
+    dev = to_device(device) if device is not None else hub.device
+    name = model_name(dataset)
+    require_models(EXPERIMENT, dataset, hub, [name], "the consistency model")
+    result = ExperimentResult(EXPERIMENT, dataset, n_runs=1)
+    train, test, rule = example_subsets(dataset, n_train, n_test)
+    minibatch = min(if_minibatch or (20 if dataset == "ecg5000" else 300), len(train))
+    settings: dict[str, dict[str, Any]] = {
+        "influence": {"damp": if_damp, "scale": if_scale, "recursion_depth": if_depth, "minibatch_size": minibatch,
+                      "seed": seed, "n_train_for_scaling": len(train), "loss": _loss_name(dataset),
+                      "parameters": "encoder only"},
+        "tracin": {"lr_factor": 1.0, "loss": _loss_name(dataset), "parameters": "encoder only"},
+        "simplex": {"steps": simplex_steps, "lr": simplex_lr},
+        "dknn": {"eps": 1e-8},
+        "cosine": {},
+    }
+    chosen = list(explainers)
+    if "tracin" in chosen and not hub.record(name).get("tracin_checkpoints"):
+        chosen.remove("tracin")
+        result.notes.append(f"TracIn left out: {name} has no saved TracIn checkpoints "
+                            f"(retrain it with `python -m lfx_engine train {name}`)")
+    report = Reporter(progress, log, total=len(chosen))
+
+    rates, timings, residual_rows = [], [], []
+    for i, explainer in enumerate(chosen):
+        report.log(f"{EXPERIMENT}/{dataset}: {TITLES[explainer]} on {len(test)} × {len(train)} "
+                   f"({i + 1}/{len(chosen)})")
+        misses = result.cache_stats["misses"]
+        t0 = time.perf_counter()
+        arrays = explainer_scores(result, hub, name, dataset, explainer, train, test, settings[explainer],
+                                  device=dev, use_cache=use_cache)
+        seconds = time.perf_counter() - t0
+        timings.append({"explainer": explainer, "seconds": round(seconds, 3),
+                        "from_cache": result.cache_stats["misses"] == misses and use_cache})
+        scores = arrays["scores"]
+        if scores.shape != (len(test), len(train)) or not np.isfinite(scores).all():
+            raise RuntimeError(f"{explainer} returned scores of shape {scores.shape} with non-finite values")
+        table = similarity_rates(scores, test.y, train.y, fractions)
+        table.insert(0, "explainer", explainer)
+        rates.append(table)
+        if explainer == "simplex":
+            res = arrays["residuals"]
+            rel = res / np.maximum(arrays["latent_norms"], 1e-12)
+            residual_rows.append({"mean": float(res.mean()), "median": float(np.median(res)), "max": float(res.max()),
+                                  "mean_relative": float(rel.mean()), "max_relative": float(rel.max())})
+        report.step()
+
+    similarity = pd.concat(rates, ignore_index=True)
+    similarity["percent"] = similarity["fraction"] * 100
+    similarity["explainer_title"] = similarity["explainer"].map(TITLES)
+    result.tables = {"similarity": similarity, "timings": pd.DataFrame(timings)}
+    if residual_rows:
+        result.tables["simplex_residuals"] = pd.DataFrame(residual_rows)
+    result.figures = {"similarity_rates": _figure(similarity, dataset)}
+    prior = float(similarity["prior"].iloc[0])
+    verdicts = {}
+    for explainer, g in similarity.groupby("explainer"):
+        part = g[g["fraction"] < 1.0]
+        verdicts[explainer] = {"most_above_prior": bool((part["most"] > part["prior"]).all()),
+                               "least_below_prior": bool((part["least"] < part["prior"]).all()),
+                               "most_at_5pct": float(g.iloc[0]["most"]), "least_at_5pct": float(g.iloc[0]["least"])}
+    result.summary = {"claim": "most-important examples share the label above the prior, least-important below",
+                      "prior": prior, "per_explainer": verdicts,
+                      "holds_for_every_explainer": all(v["most_above_prior"] and v["least_below_prior"]
+                                                       for v in verdicts.values())}
+    result.params = {"model": name, "n_train": len(train), "n_test": len(test), "subsets": rule,
+                     "explainers": chosen, "fractions": list(fractions), "settings": settings, "device": str(dev)}
+    result.seeds = {"lissa_minibatch_seed": seed, **({"ecg_test_permutation_seed": ECG_SUBSET_SEED}
+                                                    if dataset == "ecg5000" else {})}
+    result.checkpoints = [hub.describe(name)]
+    if if_depth != 100 or len(train) != 1000 or len(test) != 1000:
+        result.notes.append(f"reduced run: {len(train)} × {len(test)} subsets, LiSSA depth {if_depth} "
+                            f"(METHOD: 1000 × 1000, depth 100)")
+    result.wall_time_s = time.perf_counter() - start
+    return result
+
+
+def _loss_name(dataset: str) -> str:
+    return "mean L1 (ECG pretext loss)" if dataset == "ecg5000" else "per-example mean MSE (pretext loss)"
+
+
+def _figure(similarity: pd.DataFrame, dataset: str) -> alt.LayerChart:
+    """Similarity rate vs % examples selected (colour = explainer, dash = most/least), prior as a rule."""
+    long = similarity.melt(id_vars=["explainer_title", "percent"], value_vars=["most", "least"],
+                           var_name="selection", value_name="rate")
+    lines = alt.Chart(long).mark_line(point=True).encode(
+        x=alt.X("percent:Q", title="% examples selected"),
+        y=alt.Y("rate:Q", title="similarity rate", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("explainer_title:N", title="explainer"),
+        strokeDash=alt.StrokeDash("selection:N", title="examples", sort=["most", "least"],
+                                  legend=alt.Legend(symbolType="stroke", symbolStrokeWidth=2)),
+    )
+    prior = alt.Chart(pd.DataFrame({"prior": [float(similarity["prior"].iloc[0])]})).mark_rule(
+        color="gray", strokeDash=[2, 2]).encode(y="prior:Q")
+    return (lines + prior).properties(title=f"consistency_examples: {get_spec(dataset).title}", width=360,
+                                      height=260)

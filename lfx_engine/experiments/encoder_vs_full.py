@@ -1,0 +1,181 @@
+"""encoder_vs_full (METHOD.md §7.6, the reproduction study's extension): does explaining the encoder
+differ from explaining the whole classifier?
+
+For every pretext-run classifier (eval mode) and each of GradientShap,
+Integrated Gradients and Saliency, label-free attributions (zero baseline) of
+the **encoder** (latent) and of the **full classifier** (logits, through the
+same auxiliary function ``⟨logits(x), logits(x̃)⟩``) are compared per test
+image: ``|·|`` divided by the model array's global std, Pearson over the pixels
+whose input is non-zero. Per model the mean over images; over models the mean
+± 1.96·SEM. Also reported, because aggregation matters (§8): pooled Pearson over
+all pixels, Pearson of the dataset-averaged maps and the mean of r².
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import torch
+
+from lfx_engine.data import get_spec, load_split
+from lfx_engine.errors import ParameterError
+from lfx_engine.experiments.common import (
+    ExperimentResult,
+    LogFn,
+    ModelHub,
+    ProgressFn,
+    Reporter,
+    cached_arrays,
+    data_fingerprint,
+    require_dataset,
+    require_models,
+    take_first,
+    to_device,
+)
+from lfx_engine.feature_importance import encoder_vs_full_attribution
+from lfx_engine.metrics import masked_pixel_correlation
+
+EXPERIMENT = "encoder_vs_full"
+METHODS = ("gradient_shap", "integrated_gradients", "saliency")
+TITLES = {"gradient_shap": "GradientShap", "integrated_gradients": "Integrated Gradients", "saliency": "Saliency"}
+#: Reproduction-study values for MNIST (METHOD §8): method -> (per-run means, mean, 1.96·SEM).
+REFERENCE = {
+    "integrated_gradients": ((0.391, 0.474, 0.459, 0.425, 0.420), 0.434, 0.029),
+    "gradient_shap": ((0.350, 0.326, 0.328, 0.361, 0.323), 0.337, 0.015),
+    "saliency": ((0.215, 0.135, 0.162, 0.163, 0.207), 0.176, 0.030),
+}
+#: Smaller run for a CPU (``--quick``): the first 1000 test images.
+QUICK: dict[str, Any] = {"n_test": 1000}
+
+
+def classifier_names(hub: ModelHub, dataset: str) -> list[str]:
+    """Trained pretext classifiers of ``dataset``, by run."""
+    return [r["name"] for r in hub.find(dataset, experiment="pretext", task="classification")]
+
+
+def pair_statistics(result: ExperimentResult | None, hub: ModelHub, name: str, dataset: str, x: torch.Tensor,
+                    method: str, *, seed: int, batch_size: int, device: torch.device,
+                    use_cache: bool = True) -> dict[str, np.ndarray]:
+    """Per-image masked Pearson ``r`` (N,) and the pooled / mean-map correlations of one model; disk-cached."""
+    parts = {"experiment": EXPERIMENT, "model": name, "sha256": hub.record(name)["sha256"],
+             "data": data_fingerprint(dataset), "n": int(len(x)), "method": method, "seed": seed,
+             "baseline": "zeros"}
+
+    def compute() -> dict[str, np.ndarray]:
+        enc, full = encoder_vs_full_attribution(hub.load(name), x, method, baselines=None, seed=seed,
+                                                batch_size=batch_size, device=device)
+        r = masked_pixel_correlation(enc, full, x)
+        a = enc.abs().double().numpy()
+        b = full.abs().double().numpy()
+        pooled = np.corrcoef(a.ravel() / (a.std() or 1.0), b.ravel() / (b.std() or 1.0))[0, 1]
+        mean_map = np.corrcoef(a.mean(axis=0).ravel(), b.mean(axis=0).ravel())[0, 1]
+        return {"r": r.astype(np.float64), "pooled": np.array(pooled), "mean_map": np.array(mean_map)}
+
+    return cached_arrays(result, "exp_encoder_vs_full", parts, compute, use_cache)
+
+
+def run_encoder_vs_full(
+    dataset: str = "mnist",
+    *,
+    models: ModelHub | None = None,
+    n_test: int | None = None,
+    methods: Sequence[str] = METHODS,
+    seed: int = 0,
+    batch_size: int = 128,
+    device: torch.device | str | None = None,
+    use_cache: bool = True,
+    progress: ProgressFn | None = None,
+    log: LogFn | None = None,
+) -> ExperimentResult:
+    """Encoder-vs-full-classifier agreement of label-free attributions, per method and classifier.
+
+    ``n_test``: first n test images (default all 10,000). Tables: ``per_image``
+    (model, method, image, r), ``per_model`` and ``summary`` (mean ± 1.96·SEM
+    over models, with the reproduction study's values for MNIST).
+    """
+    start = time.perf_counter()
+    require_dataset(EXPERIMENT, dataset)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ParameterError(f"unknown method(s) {unknown}; choose from {METHODS}")
+    hub = models or ModelHub(device=device)
+    dev = to_device(device) if device is not None else hub.device
+    names = classifier_names(hub, dataset)
+    require_models(EXPERIMENT, dataset, hub, names or [f"{dataset}_pretext_classification_run1"],
+                   "the pretext classifiers")
+    result = ExperimentResult(EXPERIMENT, dataset, n_runs=len(names))
+    test = load_split(dataset, "test")
+    x = take_first(test.x, n_test)
+    report = Reporter(progress, log, total=len(names) * len(methods))
+    per_image, per_model = [], []
+    for name in names:
+        run = int(hub.record(name).get("run") or 0)
+        for method in methods:
+            report.log(f"{EXPERIMENT}/{dataset}: {name}, {TITLES[method]} on {len(x)} images "
+                       f"({report.done + 1}/{report.total})")
+            stats = pair_statistics(result, hub, name, dataset, x, method, seed=seed, batch_size=batch_size,
+                                    device=dev, use_cache=use_cache)
+            r = stats["r"]
+            valid = np.isfinite(r)
+            per_image.append(pd.DataFrame({"model": name, "run": run, "method": method,
+                                           "image": np.arange(len(r)), "r": r}))
+            per_model.append({"model": name, "run": run, "method": method, "mean_r": float(np.nanmean(r)),
+                              "median_r": float(np.nanmedian(r)), "mean_r2": float(np.nanmean(r ** 2)),
+                              "pooled_pearson": float(stats["pooled"]), "mean_map_pearson": float(stats["mean_map"]),
+                              "n_images": int(len(r)), "n_undefined": int((~valid).sum())})
+            report.step()
+        result.checkpoints.append(hub.describe(name))
+    per_model_df = pd.DataFrame(per_model)
+    summary = _summary(per_model_df, dataset)
+    result.tables = {"per_image": pd.concat(per_image, ignore_index=True), "per_model": per_model_df,
+                     "summary": summary}
+    result.figures = {"encoder_vs_full": _figure(summary, get_spec(dataset).title)}
+    result.summary = {"per_method": {row.method: {"mean": row.mean, "ci95": row.ci95, "n_models": row.n_models,
+                                                  "reference_mean": row.reference_mean}
+                                     for row in summary.itertuples()}}
+    result.params = {"models": names, "n_test": len(x), "n_test_available": len(test), "methods": list(methods),
+                     "attribution": "label-free, zero baseline; encoder: ⟨f(x), f(x̃)⟩, full: ⟨logits(x), logits(x̃)⟩",
+                     "comparison": "|·| / global std of the model's array, per-image Pearson over pixels with "
+                                   "input ≠ 0; mean per model; mean ± 1.96·SEM (ddof=1) over models",
+                     "mode": "eval (BatchNorm running statistics)", "batch_size": batch_size, "device": str(dev)}
+    result.seeds = {"attribution_seed": seed}
+    if len(names) < 5:
+        result.notes.append(f"{len(names)} classifier(s) used (METHOD: 5)")
+    result.wall_time_s = time.perf_counter() - start
+    return result
+
+
+def _summary(per_model: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    rows = []
+    for method, g in per_model.groupby("method", sort=False):
+        means = g["mean_r"].to_numpy()
+        n = len(means)
+        std = float(means.std(ddof=1)) if n > 1 else np.nan
+        sem = std / np.sqrt(n) if n > 1 else np.nan
+        ref = REFERENCE.get(method) if dataset == "mnist" else None
+        rows.append({"method": method, "method_title": TITLES[method], "n_models": n, "mean": float(means.mean()),
+                     "std": std, "sem": sem, "ci95": 1.96 * sem if n > 1 else np.nan,
+                     "pooled_pearson_mean": float(g["pooled_pearson"].mean()),
+                     "mean_map_pearson_mean": float(g["mean_map_pearson"].mean()),
+                     "mean_r2_mean": float(g["mean_r2"].mean()),
+                     "reference_mean": ref[1] if ref else np.nan, "reference_ci95": ref[2] if ref else np.nan})
+    return pd.DataFrame(rows)
+
+
+def _figure(summary: pd.DataFrame, title: str) -> alt.LayerChart:
+    """Bars of the mean per-image correlation with ±1.96·SEM error bars (and reference ticks)."""
+    data = summary.copy()
+    data["low"] = data["mean"] - data["ci95"].fillna(0)
+    data["high"] = data["mean"] + data["ci95"].fillna(0)
+    y_title = "per-image Pearson, encoder vs full (live pixels)"
+    base = alt.Chart(data).encode(x=alt.X("method_title:N", title=None, axis=alt.Axis(labelAngle=0)))
+    bars = base.mark_bar(opacity=0.8).encode(y=alt.Y("mean:Q", title=y_title))
+    errors = base.mark_errorbar().encode(y=alt.Y("low:Q", title=y_title), y2="high:Q")
+    layers = bars + errors
+    if data["reference_mean"].notna().any():
+        layers = layers + base.mark_tick(color="black", thickness=2, size=30).encode(
+            y=alt.Y("reference_mean:Q", title=y_title))
+    return layers.properties(title=f"encoder_vs_full: {title} (tick: reproduction study)", width=300, height=240)

@@ -1,0 +1,277 @@
+"""``python -m lfx_engine reproduce``: every experiment end to end on tiny generated data and tiny models.
+
+A session fixture writes a small MNIST-shaped bundle (200 train / 100 test
+images) and a small ECG5000 pair of tables into a temporary data folder, trains
+the needed zoo entries for one or two epochs on 64 examples into a temporary
+checkpoint folder, and points LFX_* at temporary cache/results folders. Each
+test then calls the CLI and checks the written files: CSV columns and value
+ranges, run.json, the one-copy rule on re-runs and skipped pairs.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lfx_engine.cli import main
+from lfx_engine.data import clear_cache
+
+N_TRAIN, N_TEST = 200, 100
+
+
+def _mnist_like(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy 28×28 images with a class-dependent bright bar; labels cycle 0..9."""
+    y = (np.arange(n) % 10).astype(np.uint8)
+    x = (rng.random((n, 28, 28)) * 60).astype(np.uint8)
+    for i, c in enumerate(y):
+        r, col = 2 + (c // 5) * 13, 2 + (c % 5) * 5
+        x[i, r:r + 11, col:col + 4] = 255
+    return x, y
+
+
+def _ecg_table(n: int, rng: np.random.Generator) -> np.ndarray:
+    """UCR-style rows: class 1 (normal) or 2..5, then 140 samples of a noisy sine."""
+    cls = np.where(np.arange(n) % 2 == 0, 1, 2 + (np.arange(n) // 2) % 4)
+    t = np.linspace(0, 2 * np.pi, 140)
+    signal = np.sin(t[None, :] * (1 + (cls[:, None] > 1))) + 0.1 * rng.standard_normal((n, 140))
+    return np.column_stack([cls, signal])
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo(tmp_path_factory):
+    """Generated data + tiny trained zoo entries; LFX_* point at temporary folders for the session."""
+    root = tmp_path_factory.mktemp("lfx_experiments")
+    data, ckpt = root / "data", root / "ckpt"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    x_train, y_train = _mnist_like(N_TRAIN, rng)
+    x_test, y_test = _mnist_like(N_TEST, rng)
+    np.savez(data / "mnist.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    for name, n in (("ECG5000_TRAIN.tsv", 60), ("ECG5000_TEST.tsv", 60)):
+        np.savetxt(data / name, _ecg_table(n, rng), delimiter="\t", fmt=["%d"] + ["%.5f"] * 140)
+    env = {"LFX_DATA_DIR": str(data), "LFX_CHECKPOINT_DIR": str(ckpt), "LFX_CACHE_DIR": str(root / "cache"),
+           "LFX_RESULTS_DIR": str(root / "results"), "LFX_DEVICE": "cpu"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread is faster, and the CI box is shared
+    clear_cache()
+    from lfx_engine.training.zoo import train_entry
+
+    def train(name: str, epochs: int = 1, tracin_every: int = 10) -> None:
+        train_entry(name, epochs=epochs, max_train=64, out_dir=ckpt, device="cpu", tracin_every=tracin_every)
+
+    torch.manual_seed(0)
+    train("mnist_dae_consistency", epochs=2, tracin_every=1)
+    train("ecg5000_lstm_ae", epochs=1, tracin_every=1)
+    for run in (1, 2):
+        for task in ("reconstruction", "denoising", "inpainting", "classification"):
+            train(f"mnist_pretext_{task}_run{run}")
+    for loss in ("betavae", "btcvae"):
+        for beta in (1, 5, 10):
+            train(f"mnist_{loss}_b{beta}_run1")
+    yield root
+    torch.set_num_threads(threads)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    clear_cache()
+
+
+def _folder(root: Path, experiment: str, dataset: str) -> Path:
+    return root / "results" / experiment / dataset
+
+
+def _run_json(folder: Path) -> dict:
+    run = json.loads((folder / "run.json").read_text())
+    assert run["status"] == "ok" and run["wall_time_s"] >= 0
+    assert run["library_versions"]["torch"] and run["library_versions"]["captum"]
+    assert all(c["sha256"] and len(c["sha256"]) == 64 for c in run["checkpoints"])
+    assert set(run["files"]) == {p.name for p in folder.iterdir()}
+    return run
+
+
+def test_consistency_features_mnist_and_rerun_leaves_one_copy(tiny_zoo, capsys):
+    argv = ["reproduce", "consistency_features", "--data", "mnist", "--n-test", "24"]
+    assert main(argv) == 0
+    folder = _folder(tiny_zoo, "consistency_features", "mnist")
+    shift = pd.read_csv(folder / "shift.csv")
+    assert list(shift.columns) == ["dataset", "method", "percent", "M", "mean", "ci_low", "ci_high", "n", "P",
+                                   "method_title"]
+    assert set(shift["method"]) == {"gradient_shap", "integrated_gradients", "saliency", "random"}
+    assert sorted(shift["M"].unique()) == [0, 39, 78, 156, 392, 627, 784]
+    assert (shift["mean"] >= 0).all() and (shift.loc[shift["percent"] == 0, "mean"] == 0).all()
+    assert (shift["n"] == 24).all()
+    per_ex = pd.read_csv(folder / "shift_per_example.csv")
+    assert len(per_ex) == 4 * 7 * 24 and (per_ex["shift"] >= 0).all()
+    comparison = pd.read_csv(folder / "comparison.csv")
+    assert len(comparison) == 3 * 5 and comparison["beats_random"].dtype == bool
+    assert comparison["M"].max() < 784
+    run = _run_json(folder)
+    assert run["parameters"]["n_test"] == 24 and run["n_runs"] == 1
+    assert run["checkpoints"][0]["name"] == "mnist_dae_consistency"
+    assert run["cache"]["misses"] == 3 and (folder / "shift_curve.png").stat().st_size > 1000
+    first = sorted(p.name for p in folder.iterdir())
+    # a re-run replaces the folder: same files, no duplicated rows, no leftovers, attributions from the cache
+    assert main(argv) == 0
+    assert sorted(p.name for p in folder.iterdir()) == first
+    assert len(pd.read_csv(folder / "shift.csv")) == len(shift)
+    assert [p.name for p in folder.parent.iterdir()] == ["mnist"]
+    assert json.loads((folder / "run.json").read_text())["cache"]["hits"] == 3
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_consistency_examples_mnist_includes_if_and_tracin(tiny_zoo):
+    assert main(["reproduce", "consistency_examples", "--data", "mnist", "--quick", "--n-train", "40",
+                 "--n-test", "10"]) == 0
+    folder = _folder(tiny_zoo, "consistency_examples", "mnist")
+    sim = pd.read_csv(folder / "similarity.csv")
+    assert list(sim.columns) == ["explainer", "fraction", "n", "most", "least", "prior", "percent",
+                                 "explainer_title"]
+    assert set(sim["explainer"]) == {"influence", "tracin", "simplex", "dknn", "cosine"}
+    assert sim[["most", "least", "prior"]].apply(lambda c: c.between(0, 1).all()).all()
+    full = sim[sim["fraction"] == 1.0]
+    assert np.allclose(full["most"], full["prior"]) and np.allclose(full["least"], full["prior"])
+    assert np.allclose(sim["prior"], 0.1)  # balanced subsets of 10 classes
+    assert sorted(sim["n"].unique()) == [2, 4, 8, 20, 28, 40]
+    run = _run_json(folder)
+    assert run["parameters"]["settings"]["influence"]["recursion_depth"] == 10  # the --quick preset
+    assert run["parameters"]["n_train"] == 40 and run["parameters"]["quick"] is True
+    assert len(run["checkpoints"][0]["tracin_checkpoints"]) == 2
+    residuals = pd.read_csv(folder / "simplex_residuals.csv")
+    assert (residuals["mean"] >= 0).all()
+
+
+def test_consistency_on_ecg(tiny_zoo):
+    assert main(["reproduce", "consistency_features", "--data", "ecg5000", "--n-test", "8"]) == 0
+    shift = pd.read_csv(_folder(tiny_zoo, "consistency_features", "ecg5000") / "shift.csv")
+    assert sorted(shift["M"].unique()) == [0, 7, 14, 28, 70, 112, 140] and (shift["mean"] >= 0).all()
+    # LiSSA through the LSTM costs about a second per HVP on a CPU: the API runs the other four here
+    from lfx_engine.experiments import run_consistency_examples, write_result
+
+    result = run_consistency_examples("ecg5000", n_train=20, n_test=10,
+                                      explainers=("tracin", "simplex", "dknn", "cosine"), simplex_steps=200)
+    folder = write_result(result)
+    sim = pd.read_csv(folder / "similarity.csv")
+    assert folder == _folder(tiny_zoo, "consistency_examples", "ecg5000")
+    assert np.allclose(sim["prior"], 0.5) and sim[["most", "least"]].apply(lambda c: c.between(0, 1).all()).all()
+    assert result.params["settings"]["influence"]["minibatch_size"] == 20  # the ECG training batch
+
+
+def test_pretext_correlations_and_latex(tiny_zoo):
+    assert main(["reproduce", "pretext", "--data", "mnist", "--n-test", "30", "--n-train", "40"]) == 0
+    folder = _folder(tiny_zoo, "pretext", "mnist")
+    corr = pd.read_csv(folder / "correlations.csv")
+    assert set(corr["run"]) == {1, 2} and set(corr["kind"]) == {"features", "examples"}
+    assert corr["value"].between(-1, 1).all()
+    diag = corr[corr["task_a"] == corr["task_b"]]
+    assert np.allclose(diag["value"], 1.0)
+    assert (corr.loc[corr["kind"] == "features", "n_elements"] == 30 * 784).all()
+    summary = pd.read_csv(folder / "summary.csv")
+    assert (summary["n_runs"] == 2).all() and summary["std"].notna().all()
+    tex = (folder / "features_pearson.tex").read_text()
+    assert r"$\pm$" in tex and "\\begin{tabular}" in tex
+    header = next(line for line in tex.splitlines() if "Reconstruction" in line)
+    assert header.index("Reconstruction") < header.index("Denoising") < header.index("Inpainting") \
+        < header.index("Classification")
+    assert {"examples_spearman.tex", "correlations.png", "overlays.png", "top_examples.csv"} <= \
+        {p.name for p in folder.iterdir()}
+    assert _run_json(folder)["n_runs"] == 2
+
+
+def test_disvae_metrics(tiny_zoo):
+    assert main(["reproduce", "disvae", "--data", "mnist", "--n-test", "12"]) == 0
+    folder = _folder(tiny_zoo, "disvae", "mnist")
+    metrics = pd.read_csv(folder / "metrics.csv")
+    assert len(metrics) == 6 and set(metrics["loss"]) == {"betavae", "btcvae"}
+    for col in ("pearson", "spearman", "cosine"):
+        assert metrics[col].dropna().between(-1, 1).all()
+    assert metrics["entropy"].between(0, math.log(3) + 1e-9).all()
+    assert metrics["active_units"].between(0, 3).all()
+    assert (metrics["d"] == 3).all() and (metrics["n_test"] == 12).all()
+    comparison = pd.read_csv(folder / "comparison.csv")
+    ref = comparison[(comparison["metric"] == "pearson") & (comparison["loss"] == "betavae")
+                     & (comparison["beta"] == 1)]
+    assert float(ref["reference_mean"].iloc[0]) == pytest.approx(0.241)
+    assert (folder / "boxplots.png").is_file() and (folder / "maps_mnist_betavae_b1_run1.png").is_file()
+
+
+def test_lucid_renders_are_finite_images(tiny_zoo):
+    assert main(["reproduce", "lucid", "--data", "mnist", "--steps", "16"]) == 0
+    folder = _folder(tiny_zoo, "lucid", "mnist")
+    with np.load(folder / "arrays.npz") as arrays:
+        assert sorted(arrays.files) == ["renders_b1", "renders_b10", "renders_b5"]
+        for key in arrays.files:
+            img = arrays[key]
+            assert img.shape == (3, 32, 32, 1) and np.isfinite(img).all()
+            assert img.min() >= 0 and img.max() <= 1
+    table = pd.read_csv(folder / "renders.csv")
+    assert len(table) == 9 and (table["steps"] == 16).all() and np.isfinite(table["activation"]).all()
+    run = _run_json(folder)
+    assert run["parameters"]["render_vis"]["fixed_image_size"] == 32 and run["parameters"]["steps"] == 16
+
+
+def test_lucid_render_leaves_model_untouched(tiny_zoo):
+    from lfx_engine.experiments import ModelHub, render_unit
+
+    model = ModelHub().load("mnist_betavae_b1_run1")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    img = render_unit(model.encoder, 0, channels=1, size=32, steps=4, leaky_relu=True)
+    assert img.shape == (32, 32, 1)
+    assert not any(m._forward_hooks for m in model.modules())
+    assert all(isinstance(m, torch.nn.ReLU) for m in model.encoder.modules() if "ReLU" in type(m).__name__)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_encoder_vs_full(tiny_zoo):
+    assert main(["reproduce", "encoder_vs_full", "--data", "mnist", "--n-test", "10"]) == 0
+    folder = _folder(tiny_zoo, "encoder_vs_full", "mnist")
+    per_image = pd.read_csv(folder / "per_image.csv")
+    assert len(per_image) == 2 * 3 * 10 and per_image["r"].dropna().between(-1, 1).all()
+    summary = pd.read_csv(folder / "summary.csv")
+    assert set(summary["method"]) == {"gradient_shap", "integrated_gradients", "saliency"}
+    assert (summary["n_models"] == 2).all() and summary["ci95"].notna().all()
+    assert summary["reference_mean"].notna().all()
+
+
+def test_unavailable_dataset_is_skipped_with_reason(tiny_zoo, capsys):
+    assert main(["reproduce", "consistency_features", "--data", "cifar100"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped consistency_features on cifar100" in out and "cifar100" in out
+    folder = _folder(tiny_zoo, "consistency_features", "cifar100")
+    assert [p.name for p in folder.iterdir()] == ["skipped.json"]
+    record = json.loads((folder / "skipped.json").read_text())
+    assert record["status"] == "skipped" and "fetch" in record["reason"]
+    assert main(["reproduce", "all", "--data", "cifar100"]) == 0
+    assert "0 done" in capsys.readouterr().out
+
+
+def test_missing_checkpoints_are_skipped(tiny_zoo, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("LFX_CHECKPOINT_DIR", str(tmp_path / "empty"))
+    assert main(["reproduce", "consistency_features", "--data", "mnist", "--results", str(tmp_path / "r")]) == 0
+    record = json.loads((tmp_path / "r" / "consistency_features" / "mnist" / "skipped.json").read_text())
+    assert "python -m lfx_engine train mnist_dae_consistency" in record["reason"]
+    from lfx_engine.experiments import ExperimentSkipped, run_disvae, run_pretext
+
+    with pytest.raises(ExperimentSkipped, match="all four pretext models"):
+        run_pretext("mnist")
+    with pytest.raises(ExperimentSkipped, match="no trained VAE"):
+        run_disvae("mnist")
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["reproduce", "pretext", "--data", "ecg5000"], "pretext runs on"),
+    (["reproduce", "disvae"], "--data is required"),
+    (["reproduce", "consistency_features", "--data", "mnist", "--n-test", "0"], "--n-test must be"),
+])
+def test_bad_requests_are_refused(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
