@@ -1,0 +1,71 @@
+"""The shipped checkpoints: manifest and files agree, every model loads and encodes real data."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lfx_engine.config import checkpoint_dir
+from lfx_engine.data import load_split, resize_to_32
+from lfx_engine.training.io import file_sha256
+from lfx_engine.training.zoo import ZOO, load_entry, read_manifest
+
+MANIFEST = read_manifest()["entries"]
+SHIPPED = sorted(MANIFEST)
+
+
+def test_manifest_is_valid_json_with_entries():
+    path = checkpoint_dir() / "manifest.json"
+    if not path.is_file():
+        pytest.skip("no shipped checkpoints yet")
+    data = json.loads(path.read_text())
+    assert data["entries"], "the manifest lists no checkpoint"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_manifest_matches_file(name):
+    record = MANIFEST[name]
+    path = checkpoint_dir() / record["file"]
+    assert path.is_file(), f"{name}: {path} is missing"
+    assert path.stat().st_size == record["size_bytes"]
+    assert file_sha256(path) == record["sha256"]
+    assert path.stat().st_size <= 10 * 1024 * 1024, "each shipped file must stay under 10 MB"
+    for item in record.get("tracin_checkpoints", []):
+        tracin = checkpoint_dir() / item["file"]
+        assert tracin.is_file() and file_sha256(tracin) == item["sha256"]
+    if ZOO.get(name) and ZOO[name].tracin:
+        assert len(record["tracin_checkpoints"]) >= 2, "TracIn needs several saved checkpoints"
+
+
+def test_checkpoint_budget():
+    total = sum(p.stat().st_size for p in checkpoint_dir().rglob("*") if p.is_file())
+    assert total <= 120 * 1024 * 1024
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_quality_floor(name):
+    record = MANIFEST[name]
+    if record["task"] == "classification":
+        floor = {"mnist": 0.90, "cifar10": 0.55}.get(record["dataset"], 0.0)
+        assert record["test_accuracy"] >= floor
+    elif "baseline_test_loss" in record:
+        # clearly below the trivial mean-image predictor
+        assert record["test_loss"] < 0.8 * record["baseline_test_loss"]
+    else:
+        assert record.get("rec") is not None and record.get("kl") is not None
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_loads_and_encodes_real_samples(name, shared_data):
+    record = MANIFEST[name]
+    model = load_entry(name)
+    assert not model.training
+    split = ZOO[name].test_split if name in ZOO else "test"
+    x = load_split(record["dataset"], split).x[:8]
+    if ZOO.get(name) and ZOO[name].resize32:
+        x = resize_to_32(x)
+    with torch.inference_mode():
+        z = model.encoder(x)
+    assert z.shape == (8, record["latent_dim"])
+    assert torch.isfinite(z).all()
