@@ -1,0 +1,236 @@
+"""Altair charts of the explorer and the download buttons every figure carries.
+
+Charts only draw tables the engine returns; no number is computed here
+beyond reshaping for display.
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from lfx_engine.explorer import METHOD_TITLES
+from lfx_ui import images
+
+#: Altair selection name and Streamlit key of the latent map (tests inject selections under these).
+LATENT_CHART_KEY = "latent_chart"
+LATENT_SELECTION = "pick"
+
+
+#: One colour per method across every chart (tableau10), the random control in grey.
+_PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
+            "#bab0ac")
+
+
+def method_color(methods) -> alt.Scale:
+    """A colour scale over method titles: fixed colour per method, grey for the random control."""
+    from lfx_engine.explorer import EXAMPLE_METHODS, FEATURE_METHODS
+
+    domain, colours = [], []
+    for m in dict.fromkeys(methods):
+        domain.append(title(m))
+        if m == "random":
+            colours.append("#6b7280")
+        else:
+            order = FEATURE_METHODS if m in FEATURE_METHODS else EXAMPLE_METHODS
+            colours.append(_PALETTE[order.index(m) % len(_PALETTE)] if m in order else _PALETTE[-1])
+    return alt.Scale(domain=domain, range=colours)
+
+
+def title(method: str) -> str:
+    """Display name of a method."""
+    return METHOD_TITLES.get(method, method)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "figure"
+
+
+# --------------------------------------------------------------------------- downloads
+
+
+def chart_png(chart: alt.TopLevelMixin, scale: float = 2.0) -> bytes:
+    """Render an altair chart to PNG with vl-convert (no browser needed)."""
+    import vl_convert as vlc
+
+    return vlc.vegalite_to_png(chart.to_json(), scale=scale)
+
+
+def downloads(stem: str, *, csv: Callable[[], pd.DataFrame] | pd.DataFrame,
+              chart: alt.TopLevelMixin | None = None, png: Callable[[], bytes] | None = None,
+              key: str | None = None) -> None:
+    """CSV (data) and PNG (image) download buttons for one figure; both built only when clicked."""
+    stem = _slug(stem)
+    key = _slug(key or stem)
+    frame = csv
+
+    def csv_bytes() -> bytes:
+        table = frame() if callable(frame) else frame
+        return table.to_csv(index=False).encode()
+
+    if png is None and chart is not None:
+        def png() -> bytes:  # noqa: E306 - deferred so vl-convert runs on click only
+            return chart_png(chart)
+
+    row = st.container(horizontal=True, gap="small")
+    row.download_button("CSV", data=csv_bytes, file_name=f"{stem}.csv", mime="text/csv", icon=":material/download:",
+                        key=f"dl_csv_{key}", on_click="ignore", help="Download this figure's data")
+    if png is not None:
+        row.download_button("PNG", data=png, file_name=f"{stem}.png", mime="image/png", icon=":material/download:",
+                            key=f"dl_png_{key}", on_click="ignore", help="Download this figure as an image")
+
+
+def image_png(img: np.ndarray) -> Callable[[], bytes]:
+    """A deferred PNG encoder for a uint8 image (for :func:`downloads`)."""
+    return lambda: images.png_bytes(img)
+
+
+# --------------------------------------------------------------------------- latent map
+
+
+def latent_map(frame: pd.DataFrame, selected: int | None = None, height: int = 420) -> alt.LayerChart:
+    """Scatter of the test latents' first two principal components, colour = class; click picks a point."""
+    pick = alt.selection_point(fields=["idx"], name=LATENT_SELECTION, on="click", clear=False)
+    base = alt.Chart(frame)
+    points = base.mark_circle(size=28, opacity=0.75).encode(
+        x=alt.X("pc1:Q", title="PC 1 of the latents"),
+        y=alt.Y("pc2:Q", title="PC 2"),
+        color=alt.Color("label:N", title="class", sort=sorted(frame["label"].unique(), key=_natural)),
+        tooltip=[alt.Tooltip("idx:Q", title="test sample"), alt.Tooltip("label:N", title="class")],
+    ).add_params(pick)
+    layers = [points]
+    if selected is not None and 0 <= selected < len(frame) and int(frame["idx"].iloc[selected]) == selected:
+        ring = alt.Chart(frame.iloc[[selected]]).mark_point(size=260, shape="circle", filled=False,
+                                                            strokeWidth=2.5, color="black").encode(
+            x="pc1:Q", y="pc2:Q", tooltip=[alt.Tooltip("idx:Q", title="selected sample")])
+        layers.append(ring)
+    return alt.layer(*layers).properties(height=height, title="Test latents (PCA) — click a point to explain it")
+
+
+def _natural(label: str):
+    return (0, int(label)) if str(label).isdigit() else (1, str(label))
+
+
+def read_pick(event) -> int | None:
+    """The picked test index from a latent-map event (read dict-style, so tests can inject it)."""
+    picked = ((event or {}).get("selection", {}) or {}).get(LATENT_SELECTION, []) or []
+    if not picked:
+        return None
+    value = picked[0].get("idx")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------- ECG
+
+
+def ecg_importance(beat: np.ndarray, importance: np.ndarray | None, heading: str | None, height: int = 200,
+                   color: str = "#c2410c") -> alt.LayerChart:
+    """An ECG beat as a line with each time step shaded by its importance (darker = more important)."""
+    values = np.asarray(beat, dtype=np.float64).ravel()
+    t = np.arange(values.size)
+    frame = pd.DataFrame({"t": t, "t_end": t + 1, "value": values})
+    y = alt.Y("value:Q", title="signal (z-normalised)", scale=alt.Scale(zero=False))
+    line = alt.Chart(frame).mark_line(color="#1f2937", strokeWidth=1.6).encode(
+        x=alt.X("t:Q", title="time step"), y=y)
+    layers = []
+    if importance is not None:
+        imp = np.asarray(importance, dtype=np.float64).ravel()
+        peak = float(imp.max()) if imp.size and imp.max() > 0 else 1.0
+        frame["importance"] = imp / peak
+        shade = alt.Chart(frame).mark_rect(color=color).encode(
+            x="t:Q", x2="t_end:Q",
+            opacity=alt.Opacity("importance:Q", scale=alt.Scale(domain=[0, 1], range=[0, 0.85]),
+                                title="importance (÷ max)"),
+            tooltip=[alt.Tooltip("t:Q", title="time step"), alt.Tooltip("importance:Q", format=".2f")],
+        )
+        layers.append(shade)
+    layers.append(line)
+    chart = alt.layer(*layers, data=frame).properties(height=height)
+    return chart.properties(title=heading) if heading else chart
+
+
+def ecg_gallery(frame: pd.DataFrame, columns: int = 5, width: int = 130, height: int = 80) -> alt.FacetChart:
+    """Small multiples of beats: ``frame`` has columns ``tile`` (facet title), ``order``, ``t``, ``value``."""
+    return alt.Chart(frame).mark_line(color="#c2410c", strokeWidth=1.2).encode(
+        x=alt.X("t:Q", axis=None), y=alt.Y("value:Q", axis=None, scale=alt.Scale(zero=False)),
+    ).properties(width=width, height=height).facet(
+        facet=alt.Facet("tile:N", title=None, sort=alt.SortField("order")), columns=columns,
+    ).resolve_scale(y="independent")
+
+
+# --------------------------------------------------------------------------- masking
+# the random control is dashed; its colour legend entry names it, so the dash needs no legend of its own
+_DASH_CONTROL = alt.StrokeDash("control:N", scale=alt.Scale(domain=["attribution", "random control"],
+                                                            range=[[1, 0], [6, 4]]), legend=None)
+
+
+def masking_curves(summary: pd.DataFrame, heading: str, height: int = 380) -> alt.LayerChart:
+    """Mean representation shift vs % masked per method (line) with its 95% CI (band); random dashed."""
+    frame = summary.copy()
+    frame["method_title"] = frame["method"].map(title)
+    frame["control"] = np.where(frame["method"] == "random", "random control", "attribution")
+    scale = method_color(frame["method"])
+    x = alt.X("percent:Q", title="% of features masked (most important first)")
+    color = alt.Color("method_title:N", title="method (band: 95% CI)", scale=scale,
+                      legend=alt.Legend(symbolType="circle", symbolOpacity=1))
+    band = alt.Chart(frame).mark_area(opacity=0.18).encode(
+        x=x, y=alt.Y("ci_low:Q", title="representation shift ‖f(x) − f(x̃)‖²"), y2="ci_high:Q", color=color)
+    line = alt.Chart(frame).mark_line(point=True).encode(
+        x=x, y="mean:Q", color=color,
+        strokeDash=_DASH_CONTROL,
+        tooltip=[alt.Tooltip("method_title:N", title="method"), "percent:Q", "M:Q",
+                 alt.Tooltip("mean:Q", format=".4g"), alt.Tooltip("ci_low:Q", format=".4g"),
+                 alt.Tooltip("ci_high:Q", format=".4g"), "n:Q"],
+    )
+    return alt.layer(band, line).properties(height=height, title=alt.TitleParams(
+        heading, subtitle="line: mean over the subset · band: 95% confidence interval · dashed grey: random control"))
+
+
+def sample_masking_curve(curve: pd.DataFrame, heading: str, height: int = 300) -> alt.Chart:
+    """One sample's shift vs % masked per method."""
+    frame = curve.copy()
+    frame["method_title"] = frame["method"].map(title)
+    frame["control"] = np.where(frame["method"] == "random", "random control", "attribution")
+    return alt.Chart(frame).mark_line(point=True).encode(
+        x=alt.X("percent:Q", title="% of features masked"),
+        y=alt.Y("mean:Q", title="shift ‖f(x) − f(x̃)‖²"),
+        color=alt.Color("method_title:N", title="method", scale=method_color(frame["method"])),
+        strokeDash=_DASH_CONTROL,
+        tooltip=[alt.Tooltip("method_title:N", title="method"), "percent:Q", "M:Q",
+                 alt.Tooltip("mean:Q", format=".4g", title="shift")],
+    ).properties(height=height, title=heading)
+
+
+# --------------------------------------------------------------------------- example importance
+
+
+def similarity_rates(rates: pd.DataFrame, heading: str, height: int = 380) -> alt.LayerChart:
+    """Similarity rate vs % training examples selected: colour = method, dash = most/least; prior as a rule."""
+    frame = rates.melt(id_vars=["fraction", "n", "prior", "method"], value_vars=["most", "least"],
+                       var_name="selection", value_name="rate")
+    frame["percent"] = frame["fraction"] * 100
+    frame["method_title"] = frame["method"].map(title)
+    frame["selection"] = frame["selection"].map({"most": "most important", "least": "least important"})
+    lines = alt.Chart(frame).mark_line(point=True).encode(
+        x=alt.X("percent:Q", title="% of training examples selected"),
+        y=alt.Y("rate:Q", title="similarity rate (same label)", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("method_title:N", title="method", scale=method_color(rates["method"])),
+        strokeDash=alt.StrokeDash("selection:N", sort=["most important", "least important"],
+                                  scale=alt.Scale(domain=["most important", "least important"],
+                                                  range=[[1, 0], [6, 4]]),
+                                  legend=None),
+        tooltip=[alt.Tooltip("method_title:N", title="method"), "selection:N", "percent:Q", "n:Q",
+                 alt.Tooltip("rate:Q", format=".3f")],
+    )
+    prior = pd.DataFrame({"prior": [float(rates["prior"].mean())], "label": ["class prior"]})
+    rule = alt.Chart(prior).mark_rule(color="#6b7280", strokeDash=[2, 2]).encode(
+        y="prior:Q", tooltip=[alt.Tooltip("prior:Q", format=".3f", title="class prior")])
+    return alt.layer(lines, rule).properties(height=height, title=alt.TitleParams(
+        heading, subtitle="solid: most important examples · dashed: least important · dotted: class prior"))

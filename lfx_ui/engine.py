@@ -1,0 +1,184 @@
+"""The one cached engine of the app process, and small guards for pages."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence, TypeVar
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+import torch
+
+from lfx_engine.config import checkpoint_dir
+from lfx_engine.data import get_spec
+from lfx_engine.errors import LFXError
+from lfx_engine.explorer import Explorer, ModelChoice
+from lfx_ui import state
+
+T = TypeVar("T")
+LOG = logging.getLogger("lfx_ui")
+
+
+@st.cache_resource(show_spinner="Starting the engine…")
+def get_explorer() -> Explorer:
+    """Shared, read-only engine: models load once per process, in eval mode."""
+    # Streamlit runs each session in a thread: keep torch from oversubscribing the cores.
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+    return Explorer()
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Show an engine error as a clear message instead of a stack trace; the page keeps its state."""
+    try:
+        yield
+    except LFXError as exc:
+        st.error(str(exc), icon=":material/warning:")
+    except Exception as exc:  # noqa: BLE001 - a page must never die on one failed computation
+        LOG.exception("unexpected error in a page")
+        st.error(f"This computation failed unexpectedly ({type(exc).__name__}: {exc}). The rest of the page "
+                 "still works; please report it with the link of this view.", icon=":material/error:")
+
+
+def progress_reporter(label: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A progress(done, total) callback drawing ``st.progress``, and a function to clear it."""
+    bar = st.progress(0.0, text=label)
+
+    def update(done: int, total: int) -> None:
+        bar.progress(min(1.0, done / max(total, 1)), text=f"{label} ({done}/{total})")
+
+    return update, bar.empty
+
+
+# --------------------------------------------------------------------------- cached results (per process)
+# Streamlit keeps these across sessions; the engine's own disk cache holds the dataset-wide results.
+
+
+def checkpoint_sha(name: str) -> str:
+    """The sha256 of a trained model's checkpoint (part of every cache key below)."""
+    return str(get_explorer().choice(name).record.get("sha256"))
+
+
+def sample_attribution(name: str, index: int, method: str) -> np.ndarray:
+    """Attribution (input-shaped) of test input ``index`` of model ``name`` under ``method`` (cached)."""
+    return _sample_attribution(name, checkpoint_sha(name), index, method)
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _sample_attribution(name: str, sha: str, index: int, method: str) -> np.ndarray:
+    explorer = get_explorer()
+    x, _ = explorer.sample(name, index)
+    return explorer.attribute(name, x, method)[0]
+
+
+def upload_attribution(name: str, digest: str, x: torch.Tensor, method: str) -> np.ndarray:
+    """Attribution of an uploaded input (cached by its content digest)."""
+    return _upload_attribution(name, checkpoint_sha(name), digest, x, method)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _upload_attribution(name: str, sha: str, digest: str, _x: torch.Tensor, method: str) -> np.ndarray:
+    return get_explorer().attribute(name, _x, method)[0]
+
+
+def latent_map(name: str, n_points: int) -> pd.DataFrame:
+    """2-D PCA of the test latents (first ``n_points`` test inputs), cached."""
+    return _latent_map(name, checkpoint_sha(name), n_points)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _latent_map(name: str, sha: str, n_points: int) -> pd.DataFrame:
+    return get_explorer().latent_map(name, n_points=n_points)
+
+
+def sample_masking_curve(name: str, index: int, methods: Sequence[str]) -> pd.DataFrame:
+    """Shift vs % masked of one test input (cached)."""
+    return _sample_masking_curve(name, checkpoint_sha(name), index, tuple(methods))
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def _sample_masking_curve(name: str, sha: str, index: int, methods: tuple[str, ...]) -> pd.DataFrame:
+    return get_explorer().sample_masking_curve(name, index, list(methods))
+
+
+def masked_views(name: str, index: int, method: str) -> tuple[np.ndarray, list[int]]:
+    """One test input masked at each level of METHOD §7.1 by ``method`` (cached)."""
+    return _masked_views(name, checkpoint_sha(name), index, method)
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def _masked_views(name: str, sha: str, index: int, method: str) -> tuple[np.ndarray, list[int]]:
+    explorer = get_explorer()
+    x, _ = explorer.sample(name, index)
+    return explorer.masked_views(name, x, method)
+
+
+# --------------------------------------------------------------------------- dataset / model picker
+
+
+def pick_model(page: str, *, tasks: Sequence[str] | None = None, container=None) -> ModelChoice | None:
+    """Dataset and encoder selectboxes bound to the shared selection (sidebar by default).
+
+    Only datasets with a trained model are offered. Shows a clear message (with
+    the exact command) and returns None when nothing can be explored.
+    """
+    explorer = get_explorer()
+    box = container or st.sidebar
+    datasets = explorer.datasets_with_models()
+    if tasks:
+        datasets = [d for d in datasets if explorer.models(d, tasks=tasks)]
+    if not datasets:
+        st.warning("No trained model is available for this view yet. Train the zoo's models (CUDA is used when "
+                   "present), then reload:")
+        st.code("python -m lfx_engine train mnist_dae_consistency   # or: python -m lfx_engine train all",
+                language="bash")
+        st.caption(f"Checkpoints are read from `{checkpoint_dir()}` (set `LFX_CHECKPOINT_DIR` to change it).")
+        return None
+    titles = {d: get_spec(d).title for d in datasets}
+    wanted = state.requested("dataset", datasets)
+    if wanted:
+        known = wanted in titles or wanted in {r["dataset"] for r in explorer.dataset_status()}
+        st.warning(f"The link asked for dataset **{wanted}**, which has no trained model here"
+                   + ("" if known else " (unknown dataset name)") + f"; showing {titles[datasets[0]]}.")
+    dataset = state.choose("dataset", "Dataset", datasets, widget_key=f"{page}_dataset",
+                           format_func=titles.get, container=box)
+    if not explorer.dataset_available(dataset):
+        row = next(r for r in explorer.dataset_status() if r["dataset"] == dataset)
+        st.error(f"{titles[dataset]} is not available: {row['problem'] or 'files not found'}. "
+                 "Download it (needs internet) with:")
+        st.code(row["fetch_command"], language="bash")
+        st.caption("or point `LFX_DATA_DIR` at a folder that holds the files.")
+        return None
+    models = explorer.models(dataset, tasks=tasks)
+    names = [m.name for m in models]
+    labels = {m.name: m.label for m in models}
+    wanted = state.requested("model", names)
+    if wanted:
+        st.warning(f"The link asked for model **{wanted}**, which is not trained here for {titles[dataset]}; "
+                   f"showing {labels[names[0]]}. Train it with:")
+        st.code(f"python -m lfx_engine train {wanted}", language="bash")
+    name = state.choose("model", "Encoder", names, widget_key=f"{page}_model", format_func=labels.get,
+                        container=box, help="A trained model of the zoo; its encoder is explained.")
+    return explorer.choice(name)
+
+
+def current_sample(name: str) -> int:
+    """The shared test-sample index, clamped to the model's test split (0 when unset)."""
+    size = get_explorer().test_size(name)
+    index = state.get("sample")
+    if not isinstance(index, int) or not 0 <= index < size:
+        if index is not None:
+            st.warning(f"Sample #{index} does not exist in this test split (0..{size - 1}); showing #0.")
+        index = 0
+        state.set("sample", 0)
+    return index
+
+
+def timed(fn: Callable[[], T]) -> tuple[T, float]:
+    """Run ``fn`` and return (result, seconds)."""
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start

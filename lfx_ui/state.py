@@ -1,0 +1,115 @@
+"""Selections that persist across pages and live in the URL.
+
+The chosen dataset, model, feature-attribution methods (``methods``),
+example-importance methods (``xmethods``), test sample (an index into the
+model's test split) and gallery class filter (``cls``) are kept in non-widget session
+state keys (widget state is per page and is lost when a widget disappears).
+On a session's first run the URL's query parameters seed them, so a shared
+link reopens the same view; after every run the URL is rewritten from them.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import streamlit as st
+
+FIELDS = ("dataset", "model", "methods", "xmethods", "sample", "cls")
+_LIST_FIELDS = {"methods", "xmethods"}
+_INT_FIELDS = {"sample"}
+_LOADED_FLAG = "_lfx_url_loaded"
+
+
+def _key(field: str) -> str:
+    return f"sel_{field}"
+
+
+def load_from_url() -> None:
+    """Copy query parameters into session state once per session."""
+    if st.session_state.get(_LOADED_FLAG):
+        return
+    st.session_state[_LOADED_FLAG] = True
+    params = st.query_params
+    for field in FIELDS:
+        raw = params.get(field)
+        if raw is None or raw == "":
+            continue
+        if field in _LIST_FIELDS:
+            st.session_state[_key(field)] = [v for v in raw.split(",") if v]
+        elif field in _INT_FIELDS:
+            try:
+                st.session_state[_key(field)] = int(raw)
+            except ValueError:
+                st.session_state["_lfx_url_error"] = f"Ignored sample '{raw}' in the link: not a number."
+        else:
+            st.session_state[_key(field)] = raw
+
+
+def get(field: str, default: Any = None) -> Any:
+    """The current selection for ``field``."""
+    return st.session_state.get(_key(field), default)
+
+
+def set(field: str, value: Any) -> None:  # noqa: A001 - mirrors dict-style naming
+    """Change the selection for ``field`` (and the URL at the end of the run)."""
+    st.session_state[_key(field)] = value
+
+
+def write_to_url() -> None:
+    """Mirror the selections into the URL so the view can be shared."""
+    for field in FIELDS:
+        value = get(field)
+        if value is None or value == [] or value == "":
+            if field in st.query_params:
+                del st.query_params[field]
+            continue
+        text = ",".join(value) if field in _LIST_FIELDS else str(value)
+        if st.query_params.get(field) != text:
+            st.query_params[field] = text
+
+
+def choose(field: str, label: str, options: Sequence[Any], *, widget_key: str,
+           format_func=str, help: str | None = None, container=None) -> Any:
+    """A selectbox bound to a persistent selection; falls back to the first option."""
+    options = list(options)
+    if not options:
+        return None
+    current = get(field)
+    index = options.index(current) if current in options else 0
+    target = container or st
+
+    def _sync() -> None:
+        set(field, st.session_state[widget_key])
+
+    value = target.selectbox(label, options, index=index, key=widget_key,
+                             format_func=format_func, on_change=_sync, help=help)
+    set(field, value)
+    return value
+
+
+def choose_many(field: str, label: str, options: Sequence[str], *, widget_key: str,
+                default: Sequence[str], format_func=str, container=None) -> list[str]:
+    """A multiselect bound to a persistent list selection."""
+    options = list(options)
+    current = [m for m in (get(field) or []) if m in options] or [m for m in default if m in options]
+    target = container or st
+
+    def _sync() -> None:
+        set(field, list(st.session_state[widget_key]))
+
+    value = target.multiselect(label, options, default=current, key=widget_key,
+                               format_func=format_func, on_change=_sync)
+    set(field, list(value))
+    return list(value)
+
+
+def requested(field: str, options: Sequence[Any]) -> Any:
+    """The stored selection when it is *not* among ``options`` (e.g. a link to a model not trained here)."""
+    value = get(field)
+    if value is None or value == "" or value in list(options):
+        return None
+    return value
+
+
+def url_error() -> str | None:
+    """A message about an unusable URL parameter, shown once."""
+    return st.session_state.pop("_lfx_url_error", None)

@@ -1,0 +1,237 @@
+"""Top examples (paper §4.1, METHOD §7.2): which training examples matter most, and least, for a test input.
+
+**Which sample.** The selected sample is a position in the model's *test split*
+(the same index as on the Saliency and Masking pages and in the URL), so any test
+input can be explained. Its scores rank the ``n`` examples of the class-balanced
+*training subset* of METHOD §6 (``Explorer.example_subsets``; n = 1000 in the
+paper, smaller here by default for CPU speed). The similarity-rate curves are
+dataset-level: they use the ``n × n`` score matrix of the balanced *test subset*
+against the training subset. When the selected sample belongs to the test
+subset and that matrix is already computed, its row is reused.
+
+DKNN, cosine and SimplEx are immediate for one sample. TracIn and Influence
+Functions differentiate the encoder's pretext loss and run only when asked
+(form submit), with progress; their results are cached on disk. Tabs are lazy:
+a hidden tab computes nothing.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from lfx_engine.explorer import EXAMPLE_METHODS
+from lfx_ui import charts, images, router, state
+from lfx_ui.engine import get_explorer, pick_model, progress_reporter, user_errors
+from lfx_ui.widgets import sample_picker
+
+DEFAULT_METHODS = ("dknn", "cosine", "simplex")
+SIZES = (100, 200, 500, 1000)
+RATES_TAB = "Similarity rates"
+PARAM_HELP = {
+    "damp": "LiSSA damping (METHOD: 1e-3)", "scale": "LiSSA scale (METHOD: 1000)",
+    "recursion_depth": "LiSSA iterations (METHOD: 100); cost grows linearly",
+    "minibatch_size": "examples per Hessian minibatch (METHOD: 300 images, 20 ECG)",
+    "steps": "Adam steps of the SimplEx fit", "lr": "Adam learning rate of the SimplEx fit",
+}
+
+router.ensure_routed()
+explorer = get_explorer()
+st.title("Top examples")
+st.caption("Label-free example importance: the training examples a test input's representation relies on most "
+           "(top) and least (bottom), under latent-space methods (DKNN, cosine, SimplEx) and loss-gradient methods "
+           "(TracIn, Influence Functions).")
+if (message := state.url_error()):
+    st.warning(message)
+
+choice = pick_model("examples")
+if choice is None:
+    st.stop()
+name, dataset = choice.name, choice.dataset
+series = explorer.is_series(dataset)
+
+controls = st.columns([3, 1, 1])
+methods = state.choose_many("xmethods", "Example-importance methods", EXAMPLE_METHODS, widget_key="ex_methods",
+                            default=DEFAULT_METHODS, format_func=charts.title, container=controls[0])
+default_n = 1000 if explorer.device.type == "cuda" else 200
+n = controls[1].selectbox("Subset size n", SIZES, index=SIZES.index(default_n), key="ex_n",
+                          help="Class-balanced training (and test) subset of METHOD §6; the paper uses 1000.")
+k = controls[2].slider("k shown", min_value=3, max_value=20, value=8, key="ex_k")
+
+subsets = None
+with user_errors():
+    subsets = explorer.example_subsets(name, n)
+if subsets is None:
+    st.stop()
+train_idx, test_idx = subsets
+
+pick_col, info_col = st.columns([1, 3])
+sample = None
+with user_errors():
+    sample = sample_picker(name, "ex", container=pick_col)
+if sample is None:
+    st.stop()
+in_subset = bool(np.isin(sample, test_idx))
+info_col.markdown(
+    f"Test sample **#{sample}** is compared with the **{len(train_idx)}** training examples of the class-balanced "
+    f"training subset. " + ("It belongs to the balanced test subset used for the similarity rates."
+                            if in_subset else "It is not in the balanced test subset of the similarity rates; "
+                            "its own scores are computed directly."))
+if not methods:
+    st.info("Pick at least one example-importance method.")
+    st.stop()
+
+
+def request(flag: str) -> None:
+    """Button callback: remember a request until the script body handles it."""
+    st.session_state[flag] = True
+
+
+def saved_params(method: str) -> dict[str, Any]:
+    """The method's settings last submitted in this session (METHOD defaults until then)."""
+    defaults = explorer.example_param_defaults(name, method)
+    return {**defaults, **st.session_state.get(f"ex_params_{method}", {})}
+
+
+def params_inputs(method: str) -> dict[str, Any]:
+    """Number inputs for a method's settings (inside a form); returns their current values."""
+    current = saved_params(method)
+    values = {}
+    cols = st.columns(max(1, len(current)))
+    for col, (key, value) in zip(cols, current.items()):
+        if isinstance(value, int):
+            values[key] = col.number_input(key.replace("_", " "), min_value=1, value=int(value), step=1,
+                                           key=f"ex_{method}_{key}", help=PARAM_HELP.get(key))
+        else:
+            values[key] = col.number_input(key.replace("_", " "), min_value=0.0, value=float(value),
+                                           format="%g", key=f"ex_{method}_{key}", help=PARAM_HELP.get(key))
+    return values
+
+
+def show_examples(method: str, row: np.ndarray) -> None:
+    """Top-k and bottom-k galleries with scores and labels, and downloads."""
+    ranking = explorer.example_ranking(name, row, n)
+    top, bottom = ranking.head(k), ranking.tail(k).iloc[::-1]
+    _, label = explorer.sample(name, sample)
+    same_top = int((top["label"] == label).sum())
+    same_bottom = int((bottom["label"] == label).sum())
+    m1, m2, m3 = st.columns(3)
+    m1.metric(f"Same class in top {k}", f"{same_top}/{k}")
+    m2.metric(f"Same class in bottom {k}", f"{same_bottom}/{k}")
+    m3.metric("Top score", f"{float(top['score'].iloc[0]):.4g}")
+    tiles = []
+    for heading, part in ((f"Top {k} — most important", top), (f"Bottom {k} — least important", bottom)):
+        st.markdown(f"**{heading}**")
+        x = explorer.train_inputs(name, part["train_index"].to_numpy())
+        captions = [f"#{int(r.train_index)} · {r['class']} · {r.score:.3g}" for _, r in part.iterrows()]
+        if series:
+            frame = pd.concat([pd.DataFrame({"t": np.arange(b.shape[0]), "value": b[:, 0], "tile": c, "order": i})
+                               for i, (b, c) in enumerate(zip(x, captions))], ignore_index=True)
+            chart = charts.ecg_gallery(frame, columns=min(k, 8), width=100)
+            st.altair_chart(chart)
+            tiles.append((heading, chart))
+        else:
+            thumbs = [images.thumbnail(xi, size=112) for xi in x]
+            st.image(thumbs, caption=captions, width=112, output_format="PNG")
+            tiles.extend(thumbs)
+    st.caption("Captions: training-split index · class · score (larger = more important).")
+    stem = f"examples_{name}_{method}_sample{sample}_n{n}"
+    if series:
+        top_chart = tiles[0][1] & tiles[1][1]
+        charts.downloads(stem, csv=ranking, chart=top_chart, key=f"ex_{method}")
+    else:
+        charts.downloads(stem, csv=ranking, png=charts.image_png(images.grid(tiles, k)), key=f"ex_{method}")
+    with st.expander("Scores and labels (table)"):
+        st.dataframe(pd.concat([top.assign(selection="top"), bottom.assign(selection="bottom")]),
+                     hide_index=True, width="stretch")
+
+
+tab_labels = [charts.title(m) for m in methods] + [RATES_TAB]
+tabs = st.tabs(tab_labels, key="ex_tab", on_change="rerun")
+
+for tab, method in zip(tabs, methods):
+    with tab:
+        if not tab.open:
+            continue
+        problem = explorer.example_method_problem(name, method)
+        if problem:
+            st.info(problem)
+            continue
+        params = saved_params(method)
+        row = None
+        with user_errors():
+            if method in explorer.EXPENSIVE_SAMPLE_METHODS:
+                with st.form(f"ex_form_{method}"):
+                    st.markdown(f"**{charts.title(method)}** differentiates the encoder's reconstruction loss "
+                                "for the training subset; it runs only when you ask, and is cached on disk.")
+                    values = params_inputs(method) if params else {}
+                    # a callback, not the return value: it survives the router's first-run rerun
+                    st.form_submit_button(f"Compute {charts.title(method)} for sample #{sample}", type="primary",
+                                          on_click=request, args=(f"ex_go_{method}",))
+                submitted = st.session_state.pop(f"ex_go_{method}", False)
+                if submitted:
+                    st.session_state[f"ex_params_{method}"] = values
+                    params = saved_params(method)
+                row = explorer.sample_example_scores(name, method, sample, n, params=params, compute=False)
+                if row is None and submitted:
+                    with st.status(f"{charts.title(method)}: scoring {len(train_idx)} training examples…",
+                                   expanded=True) as status:
+                        update, _ = progress_reporter("gradients and inverse-Hessian products")
+                        row = explorer.sample_example_scores(name, method, sample, n, params=params,
+                                                             progress=update)
+                        status.update(label=f"{charts.title(method)} computed (cached on disk)",
+                                      state="complete", expanded=False)
+                elif row is None:
+                    st.info(f"Press **Compute** to run {charts.title(method)} for this sample "
+                            f"({'seconds' if method == 'tracin' else 'seconds to minutes on a CPU'}).")
+            else:
+                with st.spinner(f"{charts.title(method)}…"):
+                    row = explorer.sample_example_scores(name, method, sample, n, params=params)
+        if row is not None:
+            with user_errors():
+                show_examples(method, row)
+
+with tabs[-1]:
+    if tabs[-1].open:
+        st.markdown(f"Share of same-label examples among each test input's most / least important training "
+                    f"examples, averaged over the balanced test subset (n = {len(test_idx)}). Most-important "
+                    "curves should lie above the class prior, least-important ones below.")
+        usable = [m for m in methods if not explorer.example_method_problem(name, m)]
+        for m in methods:
+            if m not in usable:
+                st.caption(f"{charts.title(m)}: {explorer.example_method_problem(name, m)}")
+        ready, missing = [], []
+        for m in usable:
+            cheap = m not in explorer.EXPENSIVE_EXAMPLE_METHODS
+            (ready if cheap or explorer.examples_cached(name, m, n, saved_params(m)) else missing).append(m)
+        if missing:
+            with st.form("ex_rates_form"):
+                todo = st.multiselect("Compute the full score matrices of", missing, default=missing,
+                                      format_func=charts.title, key="ex_rates_todo")
+                st.caption(f"{len(test_idx)} × {len(train_idx)} scores per method, cached on disk. On a CPU, "
+                           "Influence Functions take minutes (lower the recursion depth in its tab to go faster); "
+                           "settings: " + "; ".join(f"{charts.title(m)} {saved_params(m)}" for m in missing
+                                                    if saved_params(m)))
+                st.form_submit_button("Compute", type="primary", on_click=request, args=("ex_go_rates",))
+            if st.session_state.pop("ex_go_rates", False) and todo:
+                with user_errors(), st.status("Computing score matrices…", expanded=True) as status:
+                    for m in todo:
+                        update, _ = progress_reporter(charts.title(m))
+                        explorer.example_scores(name, m, n, progress=update, params=saved_params(m))
+                        ready.append(m)
+                    status.update(label="Score matrices computed (cached on disk)", state="complete",
+                                  expanded=False)
+        ready = [m for m in methods if m in ready]
+        if ready:
+            rates = None
+            with user_errors(), st.spinner("Similarity rates…"):
+                rates = explorer.similarity_curves(name, ready, n, params={m: saved_params(m) for m in ready})
+            if rates is not None:
+                chart = charts.similarity_rates(rates, f"{choice.label}: similarity rates, n = {len(test_idx)}")
+                st.altair_chart(chart, width="stretch")
+                charts.downloads(f"similarity_{name}_n{n}", csv=rates, chart=chart, key="ex_rates")
+                st.metric("Class prior", f"{float(rates['prior'].mean()):.3f}")
+                with st.expander("Rates (table)"):
+                    st.dataframe(rates, hide_index=True, width="stretch")

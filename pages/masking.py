@@ -1,0 +1,144 @@
+"""Masking shift (paper §4.1, METHOD §7.1): masking the features an attribution method ranks most important
+should move the representation more than masking random ones.
+
+For each chosen method and the seeded random control, every test input of a
+subset (the first ``n`` of the test split) has its own top-M pixels/time steps
+set to the baseline; the chart shows the mean shift ‖f(x) − f(x̃)‖² with its 95%
+confidence band. The dataset-wide result is cached on disk by checkpoint and
+parameters, so it is computed once. Below: the same curve for the selected
+sample, and what the masked input looks like.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from lfx_engine.explorer import FEATURE_METHODS
+from lfx_engine.metrics.masking import DEFAULT_PERCENTS
+from lfx_ui import charts, images, router, state
+from lfx_ui.engine import get_explorer, masked_views, pick_model, sample_masking_curve, user_errors
+from lfx_ui.widgets import sample_picker
+
+DEFAULT_METHODS = ("gradient_shap", "integrated_gradients", "saliency")
+
+router.ensure_routed()
+explorer = get_explorer()
+st.title("Masking shift")
+st.caption("Mask each input's most important features (by each method) and measure how far its representation "
+           "moves. A faithful method moves it more than the random control at every masking level.")
+if (message := state.url_error()):
+    st.warning(message)
+
+choice = pick_model("masking")
+if choice is None:
+    st.stop()
+name, dataset = choice.name, choice.dataset
+series = explorer.is_series(dataset)
+size = None
+with user_errors():
+    size = explorer.test_size(name)
+if size is None:
+    st.stop()
+
+left, right = st.columns([3, 2])
+methods = state.choose_many("methods", "Attribution methods (the random control is always added)",
+                            FEATURE_METHODS, widget_key="mask_methods", default=DEFAULT_METHODS,
+                            format_func=charts.title, container=left)
+default_n = min(size, 100 if series else 200)
+limit = min(size, 2000)
+if st.session_state.get("mask_n", 0) > limit:  # a larger test split was chosen before
+    st.session_state["mask_n"] = limit
+# the widget's state wins once it exists; a default next to it would only log a duplication warning
+initial_n = None if "mask_n" in st.session_state else default_n
+n_samples = right.slider("Test inputs in the subset (the first n of the test split)", min_value=10,
+                         max_value=limit, value=initial_n, step=10, key="mask_n",
+                         help="Larger subsets give tighter bands but take longer the first time "
+                              "(results are cached on disk afterwards).")
+if not methods:
+    st.info("Pick at least one attribution method.")
+    st.stop()
+
+# ---------------------------------------------------------------------------- dataset-wide curves
+st.subheader(f"Representation shift over {n_samples} test inputs")
+summary = per_example = None
+with user_errors():
+    if explorer.masking_cached(name, methods, n_samples):
+        summary, per_example = explorer.masking_curves(name, methods, n_samples)
+    else:
+        with st.status(f"Computing masking curves: {n_samples} inputs × {len(methods)} method(s) + random "
+                       "(first time only; cached on disk afterwards)…", expanded=True) as status:
+            bar = st.progress(0.0, text="attributions")
+
+            def update(done: int, total: int) -> None:
+                bar.progress(min(1.0, done / max(total, 1)), text=f"attributions and masking: {done}/{total}")
+
+            summary, per_example = explorer.masking_curves(name, methods, n_samples, progress=update)
+            status.update(label="Masking curves computed (cached for next time)", state="complete",
+                          expanded=False)
+if summary is not None:
+    chart = charts.masking_curves(summary, f"{choice.label} — mean shift with 95% CI, n = {n_samples}")
+    st.altair_chart(chart, width="stretch")
+    charts.downloads(f"masking_{name}_n{n_samples}", csv=summary, chart=chart, key="mask_curves")
+    table = summary.pivot_table(index="percent", columns="method", values="mean", sort=False)
+    table.columns = [charts.title(c) for c in table.columns]
+    ref = summary[summary["percent"] == 20].set_index("method")["mean"]
+    if "random" in ref.index and float(ref["random"]) > 0:
+        cols = st.columns(min(4, len(ref) - 1) or 1)
+        for i, method in enumerate(m for m in ref.index if m != "random"):
+            cols[i % len(cols)].metric(f"{charts.title(method)} at 20% masked", f"{ref[method]:.3g}",
+                                       delta=f"×{ref[method] / ref['random']:.2f} vs random",
+                                       delta_color="normal" if ref[method] >= ref["random"] else "inverse")
+    with st.expander("Mean shift per masking level (table)"):
+        st.dataframe(table, width="stretch")
+        st.download_button("⬇ per-example shifts (CSV)", data=lambda: per_example.to_csv(index=False).encode(),
+                           file_name=f"masking_{name}_n{n_samples}_per_example.csv", mime="text/csv",
+                           on_click="ignore", key="mask_per_example")
+
+# ---------------------------------------------------------------------------- selected sample
+st.divider()
+st.subheader("The selected sample")
+pick_col, curve_col = st.columns([1, 3])
+sample = None
+with user_errors():
+    sample = sample_picker(name, "mask", container=pick_col)
+if sample is not None:
+    with curve_col, user_errors():
+        curve = sample_masking_curve(name, sample, methods)
+        chart = charts.sample_masking_curve(curve, f"Test sample #{sample}: shift vs % masked")
+        st.altair_chart(chart, width="stretch")
+        charts.downloads(f"masking_{name}_sample{sample}", csv=curve, chart=chart, key="mask_sample_curve")
+
+    view_method = st.selectbox("Show the masked input for", [*methods, "random"], format_func=charts.title,
+                               key="mask_view_method")
+    with user_errors():
+        views, counts = masked_views(name, sample, view_method)
+        if series:
+            frame = pd.concat([pd.DataFrame({"t": np.arange(v.shape[0]), "value": v[:, 0],
+                                             "masked": f"{p}% ({m} steps)", "percent": p})
+                               for v, p, m in zip(views, DEFAULT_PERCENTS, counts)], ignore_index=True)
+            import altair as alt
+
+            masked_chart = alt.Chart(frame).mark_line(strokeWidth=1.3).encode(
+                x=alt.X("t:Q", title="time step"), y=alt.Y("value:Q", title="signal", scale=alt.Scale(zero=False)),
+                color=alt.Color("masked:N", title="masked", sort=alt.SortField("percent")),
+            ).properties(height=260, title=f"Sample #{sample} with its top time steps replaced by the baseline "
+                                           f"({charts.title(view_method)})")
+            st.altair_chart(masked_chart, width="stretch")
+            charts.downloads(f"masked_{name}_sample{sample}_{view_method}", csv=frame, chart=masked_chart,
+                             key="mask_views")
+        else:
+            tiles = [images.masked_image(v, size=112) for v in views]
+            st.image(tiles, caption=[f"{p}% masked (M = {m})" for p, m in zip(DEFAULT_PERCENTS, counts)],
+                     width=112, output_format="PNG")
+
+            def masked_table() -> pd.DataFrame:
+                frames = []
+                for v, p, m in zip(views, DEFAULT_PERCENTS, counts):
+                    c, r, q = np.indices(v.shape)
+                    frames.append(pd.DataFrame({"percent": p, "M": m, "channel": c.ravel(), "row": r.ravel(),
+                                                "col": q.ravel(), "value": v.ravel()}))
+                return pd.concat(frames, ignore_index=True)
+
+            charts.downloads(f"masked_{name}_sample{sample}_{view_method}", csv=masked_table,
+                             png=charts.image_png(images.grid(tiles, len(tiles))), key="mask_views")

@@ -1,0 +1,230 @@
+"""Saliency: label-free feature importance of one input, under one or more attribution methods.
+
+Pick a dataset, an encoder and methods (sidebar / panel), then an input: a test
+sample from the class-filtered gallery, a point of the 2-D latent map, or your
+own upload. The per-sample panel is a fragment, so changing methods reruns only
+the panel. The sample index is a position in the model's test split and is
+shared with the other pages and the URL.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import streamlit as st
+
+from lfx_engine.explorer import FEATURE_METHODS
+from lfx_ui import charts, images, router, state, upload
+from lfx_ui.engine import (
+    current_sample,
+    get_explorer,
+    latent_map,
+    pick_model,
+    sample_attribution,
+    timed,
+    upload_attribution,
+    user_errors,
+)
+
+PER_PAGE = 24
+COLUMNS = 8
+MAP_POINTS = 2000
+DEFAULT_METHODS = ("gradient_shap", "integrated_gradients", "saliency")
+TAB_GALLERY, TAB_MAP, TAB_UPLOAD = "Gallery", "Latent map", "Upload"
+FIX_LABELS = {"resize": "Resize it to the model's input size", "convert": "Convert its colour channels",
+              "resample": "Resample it to the model's length"}
+
+router.ensure_routed()
+explorer = get_explorer()
+st.title("Saliency")
+st.caption("Which pixels or time steps does the encoder's representation depend on? Each method explains "
+           "g(x̃) = ⟨f(x), f(x̃)⟩ for the chosen input x, so no label is needed.")
+if (message := state.url_error()):
+    st.warning(message)
+
+choice = pick_model("saliency")
+if choice is None:
+    st.stop()
+name, dataset = choice.name, choice.dataset
+series = explorer.is_series(dataset)
+class_names = explorer.class_names(dataset)
+data = None
+with user_errors():
+    data = explorer.test_data(name)
+if data is None:
+    st.stop()
+x_all, y_all = data
+sample = current_sample(name)
+
+
+def _pick(index: int) -> None:
+    state.set("sample", int(index))
+    st.session_state["sal_goto"] = int(index)
+
+
+def _goto() -> None:
+    if st.session_state.get("sal_goto") is not None:  # an emptied field keeps the current sample
+        state.set("sample", int(st.session_state["sal_goto"]))
+
+
+# ---------------------------------------------------------------------------- input choice
+gallery_tab, map_tab, upload_tab = st.tabs([TAB_GALLERY, TAB_MAP, TAB_UPLOAD], key="sal_source",
+                                           on_change="rerun")
+
+with gallery_tab:
+    if gallery_tab.open:
+        left, right = st.columns([3, 2])
+        cls = state.choose("cls", "Class", ["all", *class_names], widget_key="sal_cls", container=left,
+                           format_func=lambda c: "All classes" if c == "all" else f"class {c}")
+        indices = explorer.class_indices(name, None if cls == "all" else class_names.index(cls))
+        if st.session_state.get("sal_goto") != sample:  # follow picks made elsewhere; never out of range
+            st.session_state["sal_goto"] = sample
+        right.number_input(f"Test sample # (0–{len(x_all) - 1})", min_value=0, max_value=len(x_all) - 1,
+                           value=None, step=1, key="sal_goto", on_change=_goto)
+        n_pages = max(1, math.ceil(len(indices) / PER_PAGE))
+        st.caption(f"{len(indices)} test inputs{'' if cls == 'all' else f' of class {cls}'}, "
+                   f"{PER_PAGE} per page — click the button under a tile to explain it.")
+        where = np.flatnonzero(indices == sample)
+        first_page = int(where[0]) // PER_PAGE + 1 if where.size else 1
+        page = st.pagination(n_pages, default=first_page, key=f"sal_gallery_page_{name}_{cls}",
+                             max_visible_pages=9)
+        shown = indices[(page - 1) * PER_PAGE: page * PER_PAGE]
+        columns = st.columns(COLUMNS)
+        for j, index in enumerate(shown):
+            col = columns[j % COLUMNS]
+            col.image(images.thumbnail(x_all[int(index)].numpy()), output_format="PNG")
+            label = class_names[int(y_all[int(index)])]
+            short = label if len(label) <= 7 else label[:5] + "."
+            col.button(f"#{int(index)} · {short}", key=f"sal_pick_{int(index)}", on_click=_pick, args=(int(index),),
+                       type="primary" if int(index) == sample else "secondary", width="stretch",
+                       help=f"Explain test sample #{int(index)} (class {label})")
+
+with map_tab:
+    if map_tab.open:
+        frame = None
+        with user_errors(), st.spinner("Encoding the test set…"):
+            frame = latent_map(name, min(MAP_POINTS, len(x_all)))
+        if frame is not None:
+            # apply a click before drawing so the ring marks the new sample (read dict-style, see PRACTICE §2)
+            picked = charts.read_pick(st.session_state.get(charts.LATENT_CHART_KEY))
+            if picked is not None and picked != st.session_state.get("_sal_last_pick"):
+                if 0 <= picked < len(x_all):
+                    _pick(picked)
+                    sample = picked
+            st.session_state["_sal_last_pick"] = picked
+            chart = charts.latent_map(frame, sample)
+            st.altair_chart(chart, on_select="rerun", key=charts.LATENT_CHART_KEY, width="stretch")
+            st.caption(f"First {len(frame)} test inputs; the ring marks sample #{sample}.")
+            charts.downloads(f"latent_map_{name}", csv=frame, chart=chart, key="sal_latent")
+
+upload_x, upload_digest, upload_name = None, None, None
+with upload_tab:
+    if upload_tab.open:
+        kinds = upload.SERIES_TYPES if series else upload.IMAGE_TYPES
+        shape = tuple(x_all.shape[1:])
+        what = (f"one beat as {shape[0]} comma-separated numbers (z-normalised like ECG5000)" if series
+                else f"a PNG or JPEG image ({shape[2]}×{shape[1]}, "
+                     f"{'grayscale' if shape[0] == 1 else 'RGB'}; others can be converted)")
+        uploaded = st.file_uploader(f"Upload {what}", type=kinds, key="sal_upload",
+                                    max_upload_size=upload.MAX_BYTES // (1024 * 1024))
+        if uploaded is not None:
+            st.session_state["sal_upload_file"] = (uploaded.name, uploaded.getvalue())
+        stored = st.session_state.get("sal_upload_file")
+        if stored is not None and uploaded is None:
+            keep, forget = st.columns([4, 1])
+            keep.caption(f"Using your earlier upload “{stored[0]}”.")
+            forget.button("Forget it", key="sal_upload_forget",
+                          on_click=lambda: st.session_state.pop("sal_upload_file", None))
+        if stored is not None:
+            filename, content = stored
+
+            def decode(**fixes):
+                if series:
+                    return upload.decode_series(content, filename, shape[0], **fixes)
+                return upload.decode_image(content, filename, shape, **fixes)
+
+            first = decode()
+            fixes = {}
+            for error in first.errors:
+                st.error(error, icon=":material/block:")
+            for kind, message in first.fixable.items():
+                if not st.session_state.get(f"sal_fix_{kind}", False):
+                    st.error(message, icon=":material/aspect_ratio:")
+                fixes[kind] = st.checkbox(FIX_LABELS[kind], key=f"sal_fix_{kind}")
+            if not series:
+                fixes["invert"] = st.checkbox("Invert colours (dark strokes on a light background → MNIST-style)",
+                                              key="sal_fix_invert")
+            decoded = decode(**fixes) if (fixes and not first.errors) else first
+            for note in decoded.notes:
+                st.caption(note)
+            if decoded.ok:
+                with user_errors():
+                    explorer.check_input(name, decoded.x)
+                    upload_x, upload_digest, upload_name = decoded.x, decoded.digest, filename
+        else:
+            st.info("No file uploaded yet. Your input is explained by the same encoder and methods as the test "
+                    "samples.")
+
+
+# ---------------------------------------------------------------------------- per-sample panel
+@st.fragment
+def sample_panel(x: np.ndarray, heading: str, index: int | None, digest: str | None, x_tensor) -> None:
+    """Input, heat map and overlay for every chosen method (reruns alone when methods change)."""
+    methods = state.choose_many("methods", "Attribution methods", FEATURE_METHODS, widget_key="sal_methods",
+                                default=DEFAULT_METHODS, format_func=charts.title)
+    state.write_to_url()  # a fragment rerun skips the router's URL update
+    if not methods:
+        st.info("Pick at least one attribution method.")
+        return
+    maps, seconds = {}, {}
+    for method in methods:
+        with user_errors(), st.spinner(f"{charts.title(method)}…", show_time=True):
+            if index is not None:
+                attr, spent = timed(lambda: sample_attribution(name, index, method))
+            else:
+                attr, spent = timed(lambda: upload_attribution(name, digest, x_tensor, method))
+            maps[method] = explorer.display_map(attr[None])[0]
+            seconds[method] = spent
+    if not maps:
+        return
+    total = sum(seconds.values())
+    st.subheader(heading)
+    cols = st.columns(4)
+    cols[0].metric("Methods", len(maps))
+    cols[1].metric("Attribution time", f"{total:.2f} s", help="Wall time of this panel's attributions "
+                   "(cached results are instant).")
+    cols[2].metric("Latent dimension", choice.latent_dim)
+    cols[3].metric("Input shape", "×".join(str(s) for s in x.shape))
+    if series:
+        beat = x[:, 0]
+        for method, amap in maps.items():
+            st.markdown(f"**{charts.title(method)}** · {seconds[method] * 1000:.0f} ms · "
+                        f"peak |attr| {float(np.max(amap)):.3g}")
+            st.altair_chart(charts.ecg_importance(beat, amap, None), width="stretch")
+            table = images.attribution_table({method: amap}).assign(value=beat)
+            titled = charts.ecg_importance(beat, amap, f"{heading}: {charts.title(method)}").properties(width=700)
+            charts.downloads(f"{name}_{heading}_{method}", csv=table, chart=titled, key=f"sal_{method}")
+        return
+    tiles = []
+    for method, amap in maps.items():
+        row = [images.input_image(x), images.heatmap(amap), images.overlay(x, amap)]
+        tiles.extend(row)
+        c0, c1, c2, c3 = st.columns([1.1, 1, 1, 1])
+        c0.markdown(f"**{charts.title(method)}**  \n{seconds[method] * 1000:.0f} ms  \n"
+                    f"peak |attr| {float(np.max(amap)):.3g}")
+        c1.image(row[0], caption="input", output_format="PNG")
+        c2.image(row[1], caption="heat map (|attr|, ÷ max)", output_format="PNG")
+        c3.image(row[2], caption="overlay", output_format="PNG")
+    charts.downloads(f"{name}_{heading}_saliency", csv=images.attribution_table(maps),
+                     png=charts.image_png(images.grid(tiles, 3)), key="sal_maps")
+
+
+st.divider()
+if upload_tab.open:
+    if upload_x is not None:
+        arr = upload_x[0].numpy()
+        sample_panel(arr, f"Your upload “{upload_name}”", None, upload_digest, upload_x)
+else:
+    x, label = explorer.sample(name, sample)
+    sample_panel(x[0].numpy(), f"Test sample #{sample} (class {explorer.label_name(dataset, label)})",
+                 sample, None, None)

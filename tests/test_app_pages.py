@@ -1,0 +1,407 @@
+"""AppTest of every page of the explorer against a tiny real zoo (real data, 1-2 epoch models).
+
+Covers every dataset × model × method the tiny zoo offers on each page, the
+gallery and latent-map selections (injected through session state), deep links,
+bad uploads and missing data/models. Needs the real datasets (skipped otherwise).
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("streamlit.testing.v1")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from browser.tiny_zoo import ENTRIES, build_tiny_zoo, find_real_data  # noqa: E402
+from lfx_engine.explorer import EXAMPLE_METHODS, FEATURE_METHODS  # noqa: E402
+from lfx_ui import upload  # noqa: E402
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+TIMEOUT = 90
+MODELS = {name: ("ecg5000" if name.startswith("ecg") else "mnist") for name, _, _ in ENTRIES}
+GALLERY = 24
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo(tmp_path_factory) -> dict[str, str]:
+    data = find_real_data()
+    if data is None:
+        pytest.skip("real datasets not found (set LFX_DATA_DIR or place ../shared/data)")
+    root = tmp_path_factory.mktemp("lfx_app_zoo")
+    return build_tiny_zoo(root, data)
+
+
+@pytest.fixture(autouse=True)
+def app_env(tiny_zoo, monkeypatch) -> dict[str, str]:
+    for key, value in tiny_zoo.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return tiny_zoo
+
+
+def ok(at: AppTest) -> AppTest:
+    """Fail with the page's own message when it raised or showed an error."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def open_page(page: str, query: dict[str, str] | None = None, **selection) -> AppTest:
+    """A fresh session on ``page`` with a preset selection (or URL), after the router's first run."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    for key, value in (query or {}).items():
+        at.query_params[key] = value
+    for key, value in selection.items():
+        at.session_state[f"sel_{key}"] = value
+    at.run()
+    if page != "home":
+        at.switch_page(f"pages/{page}.py").run()
+    return at
+
+
+def texts(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [s.value for s in at.subheader] + [c.value for c in at.caption]
+    parts += [w.value for w in at.warning] + [i.value for i in at.info] + [e.value for e in at.error]
+    parts += [c.value for c in at.code]
+    return "\n".join(str(p) for p in parts)
+
+
+def charts(at: AppTest) -> list:
+    return list(at.get("vega_lite_chart"))
+
+
+def png(size=(28, 28), mode="L", color=200) -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------- home
+
+
+def test_home_lists_datasets_models_device_and_commands() -> None:
+    at = ok(open_page("home"))
+    frames = [d.value for d in at.dataframe]
+    datasets, models = frames[0], frames[1]
+    assert {"MNIST", "ECG5000"} <= set(datasets["dataset"])
+    assert set(models["model"]) == set(MODELS)
+    assert models["test loss"].notna().all()
+    assert any("CPU" in i.value for i in at.info)
+    assert "python -m lfx_engine train" in texts(at)
+    assert len(at.get("page_link")) >= 3
+
+
+# ---------------------------------------------------------------------------- saliency
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_saliency_every_method(name: str) -> None:
+    at = ok(open_page("saliency", dataset=MODELS[name], model=name, methods=list(FEATURE_METHODS), sample=3))
+    assert at.session_state["sel_model"] == name
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Methods"] == str(len(FEATURE_METHODS))
+    assert float(metrics["Attribution time"].split()[0]) >= 0
+    assert "Test sample #3" in texts(at)
+    gallery = len(at.button) and [b for b in at.button if b.key and b.key.startswith("sal_pick_")]
+    assert len(gallery) == GALLERY
+    if MODELS[name] == "ecg5000":
+        assert len(charts(at)) == len(FEATURE_METHODS)  # one shaded beat per method
+        assert len(at.image) == GALLERY
+    else:
+        assert len(at.image) == GALLERY + 3 * len(FEATURE_METHODS)  # input, heat map, overlay per method
+    assert at.query_params["methods"] == ",".join(FEATURE_METHODS)
+    assert at.query_params["sample"] == "3"
+
+
+def test_gallery_click_class_filter_and_paging() -> None:
+    at = ok(open_page("saliency", dataset="mnist", model="mnist_dae_consistency", methods=["saliency"]))
+    at.selectbox(key="sal_cls").select("7").run()
+    ok(at)
+    labels = [b.label for b in at.button if b.key and b.key.startswith("sal_pick_")]
+    assert labels and all(label.endswith("· 7") for label in labels)
+    target = next(b for b in at.button if b.key and b.key.startswith("sal_pick_"))
+    index = int(target.key.rsplit("_", 1)[1])
+    target.click().run()
+    ok(at)
+    assert at.session_state["sel_sample"] == index
+    assert f"Test sample #{index} (class 7)" in texts(at)
+    assert at.query_params["sample"] == str(index) and at.query_params["cls"] == "7"
+    at.number_input(key="sal_goto").set_value(42).run()
+    assert ok(at).session_state["sel_sample"] == 42
+
+
+@pytest.mark.parametrize("name", ["mnist_dae_consistency", "ecg5000_lstm_ae"])
+def test_latent_map_selection(name: str) -> None:
+    at = open_page("saliency", dataset=MODELS[name], model=name, methods=["saliency"])
+    at.session_state["sal_source"] = "Latent map"
+    ok(at.run())
+    spec = charts(at)[0].proto.spec
+    assert '"pick"' in spec and '"idx"' in spec
+    at.session_state["latent_chart"] = {"selection": {"pick": [{"idx": 3}]}}
+    ok(at.run())
+    assert at.session_state["sel_sample"] == 3
+    assert "Test sample #3" in texts(at)
+    assert at.query_params["sample"] == "3"
+
+
+def test_deep_link_restores_the_view() -> None:
+    query = {"dataset": "mnist", "model": "mnist_betavae_b1_run1", "sample": "5", "methods": "saliency"}
+    at = ok(open_page("saliency", query=query))
+    assert at.session_state["sel_model"] == "mnist_betavae_b1_run1"
+    assert at.selectbox(key="saliency_model").value == "mnist_betavae_b1_run1"
+    assert at.multiselect(key="sal_methods").value == ["saliency"]
+    assert "Test sample #5" in texts(at)
+    assert len(at.image) == GALLERY + 3
+    assert dict(at.query_params) | query == dict(at.query_params)
+    # the same link on the other pages keeps the selection
+    at.switch_page("pages/masking.py").run()
+    assert ok(at).number_input(key="mask_sample").value == 5
+
+
+def test_switching_dataset_keeps_every_widget_in_range() -> None:
+    at = ok(open_page("saliency", dataset="mnist", model="mnist_dae_consistency", methods=["saliency"]))
+    at.number_input(key="sal_goto").set_value(5000).run()
+    assert ok(at).session_state["sel_sample"] == 5000
+    at.selectbox(key="saliency_dataset").select("ecg5000").run()
+    ok(at)
+    assert at.session_state["sel_model"] == "ecg5000_lstm_ae" and at.session_state["sel_sample"] == 0
+    assert "does not exist" in texts(at)
+    at.switch_page("pages/masking.py").run()
+    at.selectbox(key="masking_dataset").select("mnist").run()
+    at.slider(key="mask_n").set_value(1500)
+    at.multiselect(key="mask_methods").set_value([]).run()  # no method: nothing is computed
+    assert "Pick at least one" in texts(ok(at))
+    at.selectbox(key="masking_dataset").select("ecg5000").run()
+    assert ok(at).slider(key="mask_n").value == 1000
+
+
+def test_bad_links_are_explained_not_fatal() -> None:
+    query = {"dataset": "ecg5000", "model": "ecg5000_missing_model", "sample": "abc", "cls": "nonsense"}
+    at = open_page("saliency", query=query)
+    assert not at.exception
+    shown = texts(at)
+    assert "ecg5000_missing_model" in shown and "python -m lfx_engine train ecg5000_missing_model" in shown
+    assert "not a number" in shown
+    assert at.session_state["sel_model"] == "ecg5000_lstm_ae"
+    at = open_page("saliency", query={"dataset": "mnist", "model": "mnist_dae_consistency", "sample": "99999"})
+    assert not at.exception and "does not exist" in texts(at)
+    assert "Test sample #0" in texts(at)
+
+
+def test_bad_uploads_show_errors_and_offer_fixes() -> None:
+    at = ok(open_page("saliency", dataset="mnist", model="mnist_dae_consistency", methods=["saliency"]))
+    at.session_state["sal_source"] = "Upload"
+    ok(at.run())
+    at.file_uploader(key="sal_upload").set_value(("digit.png", os.urandom(2000), "image/png")).run()
+    assert not at.exception
+    assert any("not a PNG or JPEG" in e.value for e in at.error)
+    assert at.session_state["sel_model"] == "mnist_dae_consistency"  # state kept
+    # colour image of the wrong size: two fixable errors, fixed by opting in
+    at.file_uploader(key="sal_upload").set_value(("photo.png", png((40, 30), "RGB", (10, 200, 30)),
+                                                  "image/png")).run()
+    errors = " ".join(e.value for e in at.error)
+    assert "40×30" in errors and "grayscale" in errors
+    assert not [m for m in at.metric if m.label == "Methods"]
+    at.checkbox(key="sal_fix_resize").check()
+    at.checkbox(key="sal_fix_convert").check().run()
+    ok(at)
+    assert "Your upload “photo.png”" in texts(at)
+    assert len(at.image) == 3
+    # a valid 28×28 grayscale digit works directly
+    at.file_uploader(key="sal_upload").set_value(("ok.png", png(), "image/png")).run()
+    assert ok(at) and len(at.image) == 3
+
+
+def test_upload_decoder_cases() -> None:
+    shape = (1, 28, 28)
+    assert upload.decode_image(png(), "a.png", shape).ok
+    assert "empty" in upload.decode_image(b"", "e.png", shape).errors[0]
+    assert "too large" in upload.decode_image(b"0" * (upload.MAX_BYTES + 1), "big.png", shape).errors[0]
+    assert "not a PNG or JPEG" in upload.decode_image(b"hello world", "t.png", shape).errors[0]
+    gif = io.BytesIO()
+    Image.new("L", (28, 28)).save(gif, format="GIF")
+    assert "GIF" in upload.decode_image(gif.getvalue(), "g.png", shape).errors[0]
+    jpeg = io.BytesIO()
+    Image.new("RGB", (56, 56), (255, 255, 255)).save(jpeg, format="JPEG")
+    wrong = upload.decode_image(jpeg.getvalue(), "j.jpg", shape)
+    assert not wrong.ok and set(wrong.fixable) == {"resize", "convert"}
+    fixed = upload.decode_image(jpeg.getvalue(), "j.jpg", shape, resize=True, convert=True, invert=True)
+    assert fixed.ok and tuple(fixed.x.shape) == (1, 1, 28, 28) and float(fixed.x.max()) < 0.05
+    noise = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (28, 28), dtype=np.uint8)).save(noise, format="PNG")
+    cut = upload.decode_image(noise.getvalue()[: len(noise.getvalue()) // 2], "cut.png", shape)
+    assert not cut.ok and "truncated" in cut.errors[0]
+    beat = ",".join(str(v) for v in np.sin(np.linspace(0, 6, 140)))
+    assert tuple(upload.decode_series(beat.encode(), "b.csv", 140).x.shape) == (1, 140, 1)
+    short = upload.decode_series(b"1,2,3,4", "s.csv", 140)
+    assert not short.ok and "resample" in short.fixable
+    assert upload.decode_series(b"1,2,3,4", "s.csv", 140, resample=True).ok
+    assert "not a number" in upload.decode_series(b"1,2,x", "x.csv", 140).errors[0]
+    assert not upload.decode_series(b"\xff\xfe\x00", "bin.csv", 140).ok
+
+
+def test_ecg_upload_of_a_beat() -> None:
+    at = ok(open_page("saliency", dataset="ecg5000", model="ecg5000_lstm_ae", methods=["saliency"]))
+    at.session_state["sal_source"] = "Upload"
+    ok(at.run())
+    at.file_uploader(key="sal_upload").set_value(("beat.csv", b"0.1, 0.2, 0.3", "text/csv")).run()
+    assert any("3 values" in e.value for e in at.error)
+    at.checkbox(key="sal_fix_resample").check().run()
+    ok(at)
+    assert len(charts(at)) == 1 and "Your upload" in texts(at)
+
+
+# ---------------------------------------------------------------------------- masking
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_masking_every_method(name: str) -> None:
+    at = ok(open_page("masking", dataset=MODELS[name], model=name, methods=["saliency"], sample=2))
+    at.slider(key="mask_n").set_value(10)
+    at.multiselect(key="mask_methods").set_value(list(FEATURE_METHODS)).run()
+    ok(at)
+    specs = [c.proto.spec for c in charts(at)]
+    assert len(specs) >= 2  # dataset-wide curves with CI band + the sample's curve (+ masked beats for ECG)
+    assert '"area"' in specs[0] and "ci_low" in specs[0]
+    metrics = [m.label for m in at.metric]
+    assert len(metrics) == len(FEATURE_METHODS)
+    table = at.dataframe[0].value
+    assert table.shape == (7, len(FEATURE_METHODS) + 1)
+    assert "Random (control)" in table.columns, "the random control is always computed and plotted"
+    assert np.isfinite(table.to_numpy()).all()
+    assert at.number_input(key="mask_sample").value == 2
+    if MODELS[name] == "mnist":
+        assert len(at.image) == 2  # the sample tile and the masked views
+    # any method can be the one whose masking is shown
+    at.selectbox(key="mask_view_method").select("random").run()
+    ok(at)
+
+
+# ---------------------------------------------------------------------------- top examples
+
+
+def _submit(at: AppTest, prefix: str) -> AppTest:
+    button = next(b for b in at.button if b.label.startswith(prefix))
+    return button.click().run()
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_examples_every_method(name: str) -> None:
+    at = ok(open_page("examples", dataset=MODELS[name], model=name, xmethods=list(EXAMPLE_METHODS), sample=4))
+    at.selectbox(key="ex_n").set_value(100).run()
+    assert [t.label for t in at.tabs] == ["DKNN", "Cosine NN", "SimplEx", "TracIn", "Influence Functions",
+                                          "Similarity rates"]
+    for method, label in zip(EXAMPLE_METHODS, ["DKNN", "Cosine NN", "SimplEx", "TracIn", "Influence Functions"]):
+        at.session_state["ex_tab"] = label
+        ok(at.run())
+        gradient = method in ("tracin", "influence")
+        if gradient and name in ("mnist_pretext_classification_run1", "mnist_betavae_b1_run1"):
+            assert "autoencoder" in texts(at)
+            continue
+        if gradient:
+            assert any("Press **Compute**" in i.value for i in at.info)  # nothing runs before the submit
+            if method == "influence":
+                at.number_input(key="ex_influence_recursion_depth").set_value(2)
+                at.number_input(key="ex_influence_minibatch_size").set_value(16)
+            ok(_submit(at, "Compute"))
+        metrics = {m.label: m.value for m in at.metric}
+        assert "Same class in top 8" in metrics and "Top score" in metrics
+        if MODELS[name] == "ecg5000":
+            assert len(charts(at)) == 2  # top and bottom beats
+        else:
+            assert len(at.image) == 3  # the sample tile, the top-k and the bottom-k galleries
+    at.session_state["ex_tab"] = "Similarity rates"
+    ok(at.run())
+    if any(b.label == "Compute" for b in at.button):
+        if MODELS[name] == "ecg5000":  # the LSTM's full influence matrix takes minutes on a CPU
+            todo = at.multiselect(key="ex_rates_todo")
+            todo.set_value([m for m in todo.value if m != "influence"])
+        ok(_submit(at, "Compute"))
+    spec = charts(at)[0].proto.spec
+    assert "most important" in spec and "class prior" in spec
+    prior = float(next(m.value for m in at.metric if m.label == "Class prior"))
+    assert prior == pytest.approx(0.5 if MODELS[name] == "ecg5000" else 0.1, abs=1e-6)
+
+
+def test_expensive_methods_stay_idle_in_hidden_tabs() -> None:
+    at = ok(open_page("examples", dataset="mnist", model="mnist_dae_consistency",
+                      xmethods=["dknn", "influence"], sample=1))
+    assert [t.label for t in at.tabs][:2] == ["DKNN", "Influence Functions"]
+    assert not at.get("form") or all("Influence" not in b.label for b in at.button)
+
+
+# ---------------------------------------------------------------------------- missing data and models
+
+
+def test_missing_dataset_shows_the_fetch_command(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("LFX_DATA_DIR", str(tmp_path))
+    for page in ("saliency", "masking", "examples"):
+        at = open_page(page, dataset="mnist")
+        assert not at.exception
+        assert "python -m lfx_engine data fetch mnist" in texts(at)
+    home = open_page("home")
+    assert not home.exception and "python -m lfx_engine data fetch mnist" in texts(home)
+
+
+def test_no_trained_model_shows_the_train_command(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("LFX_CHECKPOINT_DIR", str(tmp_path))
+    for page in ("saliency", "masking", "examples"):
+        at = open_page(page)
+        assert not at.exception
+        assert "python -m lfx_engine train" in texts(at)
+
+
+# ---------------------------------------------------------------------------- Explorer helpers the pages rely on
+
+
+def test_explorer_sample_rows_match_the_score_matrix() -> None:
+    from lfx_engine.explorer import Explorer
+
+    explorer = Explorer(device="cpu")
+    name, n = "mnist_dae_consistency", 50  # a subset size the page tests never cache
+    _, test_idx = explorer.example_subsets(name, n)
+    index = int(test_idx[7])
+    for method in ("dknn", "cosine", "tracin"):
+        assert not explorer.examples_cached(name, method, n)
+        row = explorer.sample_example_scores(name, method, index, n)  # computed for this input alone
+        matrix = explorer.example_scores(name, method, n)
+        np.testing.assert_allclose(row, matrix[7], rtol=1e-4, atol=1e-6 * float(np.abs(matrix).max()))
+    # an input outside the test subset is scored directly, and expensive rows wait for a request
+    outside = next(i for i in range(500) if i not in set(test_idx.tolist()))
+    assert explorer.sample_example_scores(name, "tracin", outside, n, compute=False) is None
+    row = explorer.sample_example_scores(name, "tracin", outside, n)
+    assert row.shape == (n,) and np.isfinite(row).all()
+    ranking = explorer.example_ranking(name, row, n)
+    assert list(ranking["rank"][:3]) == [1, 2, 3] and ranking["score"].is_monotonic_decreasing
+    assert set(ranking["train_index"]) == set(explorer.example_subsets(name, n)[0].tolist())
+    assert "autoencoder" in explorer.example_method_problem("mnist_betavae_b1_run1", "influence")
+    assert explorer.example_method_problem(name, "influence") is None
+    with pytest.raises(Exception, match="damp"):
+        explorer.sample_example_scores(name, "influence", index, n, params={"damp": 2.0})
+    with pytest.raises(Exception, match="no setting"):
+        explorer.example_scores(name, "dknn", n, params={"depth": 3})
+
+
+def test_explorer_masking_cache_round_trip_and_masked_views() -> None:
+    from lfx_engine.explorer import Explorer
+
+    explorer = Explorer(device="cpu")
+    name = "mnist_dae_consistency"
+    assert not explorer.masking_cached(name, ["saliency"], 12)
+    summary, per_example = explorer.masking_curves(name, ["saliency"], 12)
+    assert explorer.masking_cached(name, ["saliency"], 12)  # text columns reload without pickle
+    again, _ = explorer.masking_curves(name, ["saliency"], 12)
+    assert list(again["method"]) == list(summary["method"]) and set(summary["method"]) == {"saliency", "random"}
+    assert len(per_example) == 2 * 7 * 12
+    x, _ = explorer.sample(name, 0)
+    views, counts = explorer.masked_views(name, x, "saliency")
+    assert views.shape == (7, 1, 28, 28) and counts == [0, 39, 78, 156, 392, 627, 784]
+    assert float(np.abs(views[-1]).max()) == 0.0  # everything masked to the zero baseline
+    with pytest.raises(Exception, match="0..9999"):
+        explorer.sample(name, 10_000)
+    assert explorer.datasets_with_models() == ["mnist", "ecg5000"]
