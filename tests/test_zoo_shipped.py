@@ -6,17 +6,19 @@ import json
 import pytest
 import torch
 
-from lfx_engine.config import checkpoint_dir
+from lfx_engine.config import REPO_ROOT
 from lfx_engine.data import load_split, resize_to_32
 from lfx_engine.training.io import file_sha256
 from lfx_engine.training.zoo import ZOO, load_entry, read_manifest
 
-MANIFEST = read_manifest()["entries"]
+# The shipped folder itself: other suites point LFX_CHECKPOINT_DIR at tiny test zoos.
+SHIPPED_DIR = REPO_ROOT / "checkpoints"
+MANIFEST = read_manifest(SHIPPED_DIR)["entries"]
 SHIPPED = sorted(MANIFEST)
 
 
 def test_manifest_is_valid_json_with_entries():
-    path = checkpoint_dir() / "manifest.json"
+    path = SHIPPED_DIR / "manifest.json"
     if not path.is_file():
         pytest.skip("no shipped checkpoints yet")
     data = json.loads(path.read_text())
@@ -26,20 +28,20 @@ def test_manifest_is_valid_json_with_entries():
 @pytest.mark.parametrize("name", SHIPPED)
 def test_manifest_matches_file(name):
     record = MANIFEST[name]
-    path = checkpoint_dir() / record["file"]
+    path = SHIPPED_DIR / record["file"]
     assert path.is_file(), f"{name}: {path} is missing"
     assert path.stat().st_size == record["size_bytes"]
     assert file_sha256(path) == record["sha256"]
     assert path.stat().st_size <= 10 * 1024 * 1024, "each shipped file must stay under 10 MB"
     for item in record.get("tracin_checkpoints", []):
-        tracin = checkpoint_dir() / item["file"]
+        tracin = SHIPPED_DIR / item["file"]
         assert tracin.is_file() and file_sha256(tracin) == item["sha256"]
     if ZOO.get(name) and ZOO[name].tracin:
         assert len(record["tracin_checkpoints"]) >= 2, "TracIn needs several saved checkpoints"
 
 
 def test_checkpoint_budget():
-    total = sum(p.stat().st_size for p in checkpoint_dir().rglob("*") if p.is_file())
+    total = sum(p.stat().st_size for p in SHIPPED_DIR.rglob("*") if p.is_file())
     assert total <= 120 * 1024 * 1024
 
 
@@ -59,7 +61,7 @@ def test_quality_floor(name):
 @pytest.mark.parametrize("name", SHIPPED)
 def test_loads_and_encodes_real_samples(name, shared_data):
     record = MANIFEST[name]
-    model = load_entry(name)
+    model = load_entry(name, root=SHIPPED_DIR)
     assert not model.training
     split = ZOO[name].test_split if name in ZOO else "test"
     x = load_split(record["dataset"], split).x[:8]
