@@ -223,13 +223,15 @@ def influence_scores(
     Args:
         hessian_data: examples the minibatches are drawn from (default ``x_train``).
         n_train_for_scaling: the ``n_train`` of the final rescaling (default ``len(hessian_data)``).
-        minibatches: explicit index tensors, one per iteration (overrides the seeded draws;
-            a full-range index tensor gives the deterministic full-data Hessian).
+        minibatches: explicit index tensors into ``hessian_data``, one per iteration (overrides the
+            seeded draws and ``recursion_depth``; a full-range index tensor gives the deterministic
+            full-data Hessian).
         direction: ``"train"`` (recursion on training gradients, as written in METHOD),
             ``"test"`` (the transposed recursion on test gradients: same scores) or
             ``"auto"`` (whichever side has fewer examples).
         hvp_mode: ``"full"``, ``"latent"`` (decoder∘encoder models only) or ``"auto"``
-            (latent when it applies and the model has no recurrent layer).
+            (latent when it applies, the model has no recurrent layer and there are at least
+            as many vector-iterations as Hessian data rows, so the latent Hessians pay off).
         hvp_batch: vectors per batched double-backward call (default 1 on CPU, 32 on CUDA).
         rhs_chunk_size: right-hand sides kept in memory at once (bounds memory; the
             minibatch sequence is shared by all chunks).
@@ -260,8 +262,12 @@ def influence_scores(
         n_params = sum(p.numel() for p in params.values())
         data_dev = data.to(dev)
         mode = hvp_mode
-        if mode == "auto":  # the latent Hessians K would need slow vmapped double backward through RNNs
-            mode = "latent" if not has_rnn(model) and latent_mode_applies(model, params, data_dev[:8]) else "full"
+        n_rhs = len(x_train) if direction == "train" else len(x_test)
+        if mode == "auto":
+            # The latent surrogate saves ~40% per HVP but first needs one latent Hessian per data row
+            # (about 30 example-HVPs' worth); RNN decoders would need a slow vmapped double backward.
+            worth_it = n_rhs * len(batches) >= len(data) and not has_rnn(model)
+            mode = "latent" if worth_it and latent_mode_applies(model, params, data_dev[:8]) else "full"
         elif mode == "latent" and not latent_mode_applies(model, params, data_dev[:8]):
             raise ParameterError(
                 "hvp_mode='latent' needs model(x) == model.decoder(model.encoder(x)) and encoder-only parameters"
