@@ -308,6 +308,9 @@ def test_examples_every_method(name: str) -> None:
             if method == "influence":
                 at.number_input(key="ex_influence_recursion_depth").set_value(2)
                 at.number_input(key="ex_influence_minibatch_size").set_value(16)
+                hessian = at.selectbox(key="ex_influence_hessian")
+                assert list(hessian.options) == ["exact", "gauss_newton", "auto"] and hessian.value == "auto"
+                hessian.set_value("exact" if MODELS[name] == "ecg5000" else "gauss_newton")
             ok(_submit(at, "Compute"))
         metrics = {m.label: m.value for m in at.metric}
         assert "Same class in top 8" in metrics and "Top score" in metrics
@@ -385,6 +388,8 @@ def test_explorer_sample_rows_match_the_score_matrix() -> None:
         explorer.sample_example_scores(name, "influence", index, n, params={"damp": 2.0})
     with pytest.raises(Exception, match="no setting"):
         explorer.example_scores(name, "dknn", n, params={"depth": 3})
+    with pytest.raises(Exception, match="hessian must be"):
+        explorer.example_scores(name, "influence", n, params={"hessian": "newton"})
 
 
 def test_explorer_masking_cache_round_trip_and_masked_views() -> None:

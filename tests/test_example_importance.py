@@ -407,3 +407,88 @@ def test_real_mnist_autoencoder_contract(tmp_path) -> None:
     scores = tracin_scores(model, [path], x, x[:2])
     assert torch.allclose(scores, grads[:2] @ grads.T, rtol=1e-4)
     assert model.training
+
+
+# --------------------------------------------------------------------------- Gauss–Newton influence
+class LinearEncoderAE(nn.Module):
+    """Encoder linear in its weights (so ∇²θ z = 0 and Gauss–Newton is exact), nonlinear decoder."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Linear(5, 2)
+        self.decoder = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+def test_gauss_newton_equals_exact_lissa_when_the_encoder_is_linear() -> None:
+    torch.manual_seed(5)
+    model = LinearEncoderAE()
+    x_train, x_test = torch.randn(13, 5), torch.randn(6, 5)
+    kwargs = dict(damp=0.01, scale=5.0, recursion_depth=12, minibatch_size=5, seed=1)
+    exact = influence_scores(model, x_train, x_test, hvp_mode="full", **kwargs)
+    fast = influence_scores(model, x_train, x_test, hessian="gauss_newton", **kwargs)
+    assert fast.shape == (6, 13)
+    assert torch.allclose(fast, exact, rtol=1e-4, atol=1e-5 * exact.abs().max())
+    # a separate Hessian set (right-hand sides outside the Jacobian span) as well
+    hess_data = torch.randn(9, 5)
+    exact = influence_scores(model, x_train, x_test, hessian_data=hess_data, hvp_mode="full", **kwargs)
+    fast = influence_scores(model, x_train, x_test, hessian_data=hess_data, hessian="gauss_newton", **kwargs)
+    assert torch.allclose(fast, exact, rtol=1e-4, atol=1e-5 * exact.abs().max())
+
+
+def test_gauss_newton_matches_the_explicit_recursion_on_a_conv_encoder() -> None:
+    """With a nonlinear encoder it equals LiSSA on Σ w_i J_iᵀ K_i J_i, built here explicitly."""
+    from lfx_engine.example_importance.gauss_newton import gauss_newton_lissa, latent_jacobians
+
+    torch.manual_seed(6)
+    model = conv_model().eval()
+    data = torch.rand(7, 1, 8, 8)
+    params = {n: p for n, p in model.named_parameters() if n.startswith("encoder.")}
+    batches = [torch.tensor([0, 3, 3, 6]), torch.tensor([1, 2, 5, 5]), torch.tensor([4, 4, 0, 1])]
+    damp, scale = 0.05, 3.0
+    hess = BatchHessian(model, params, data, mse_per_example, "latent")
+    jac = latent_jacobians(model.encoder, {n[len("encoder."):]: p for n, p in params.items()}, data)
+    blocks = jac.reshape(len(data), 2, -1)
+    g_train, g_test = autograd_grads(model, data), autograd_grads(model, data[:3])
+    v = g_train.T.clone()
+    for idx in batches:
+        h = sum(blocks[i].T @ hess.k[i] @ blocks[i] for i in idx.tolist()) / len(idx)
+        v = g_train.T + (1 - damp) * v - h @ v / scale
+    expected = g_test @ v / (scale * len(data))
+    tol = dict(rtol=1e-3, atol=1e-4 * float(expected.abs().max()))
+    for direction in ("train", "test"):
+        for route in ("span", "parameters"):
+            got = gauss_newton_lissa(jac, hess.k, g_train, g_test, batches, damp, scale, len(data),
+                                     direction=direction, route=route)
+            assert torch.allclose(got, expected, **tol), (direction, route)
+    fast = influence_scores(model, data, data[:3], minibatches=batches, damp=damp, scale=scale,
+                            hessian="gauss_newton")
+    assert torch.allclose(fast, expected, **tol)
+    exact = influence_scores(model, data, data[:3], minibatches=batches, damp=damp, scale=scale, hvp_mode="full")
+    assert not torch.allclose(fast, exact, rtol=1e-3)  # the encoder's curvature term is really dropped
+
+
+def test_gauss_newton_refuses_models_it_cannot_split_and_bad_names() -> None:
+    with pytest.raises(ParameterError, match="gauss_newton"):
+        influence_scores(LSTMAE(), torch.randn(4, 6, 1), torch.randn(2, 6, 1), hessian="newton")
+    class Fused(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder, self.decoder = nn.Linear(3, 2), nn.Linear(2, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.decoder(self.encoder(x)) + x
+    with pytest.raises(ParameterError, match="decoder"):
+        influence_scores(Fused(), torch.randn(4, 3), torch.randn(2, 3), hessian="gauss_newton")
+
+    class RecurrentAE(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder, self.decoder = LSTMEncoder(), nn.Sequential(nn.Linear(2, 6), nn.Unflatten(1, (6, 1)))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.decoder(self.encoder(x))
+    with pytest.raises(ParameterError, match="recurrent"):
+        influence_scores(RecurrentAE(), torch.randn(4, 6, 1), torch.randn(2, 6, 1), hessian="gauss_newton")

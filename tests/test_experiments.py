@@ -131,7 +131,7 @@ def test_consistency_features_mnist_and_rerun_leaves_one_copy(tiny_zoo, capsys):
 
 def test_consistency_examples_mnist_includes_if_and_tracin(tiny_zoo):
     assert main(["reproduce", "consistency_examples", "--data", "mnist", "--quick", "--n-train", "40",
-                 "--n-test", "10"]) == 0
+                 "--n-test", "40"]) == 0
     folder = _folder(tiny_zoo, "consistency_examples", "mnist")
     sim = pd.read_csv(folder / "similarity.csv")
     assert list(sim.columns) == ["explainer", "fraction", "n", "most", "least", "prior", "percent",
@@ -146,8 +146,17 @@ def test_consistency_examples_mnist_includes_if_and_tracin(tiny_zoo):
     assert run["parameters"]["settings"]["influence"]["recursion_depth"] == 10  # the --quick preset
     assert run["parameters"]["n_train"] == 40 and run["parameters"]["quick"] is True
     assert len(run["checkpoints"][0]["tracin_checkpoints"]) == 2
+    assert run["parameters"]["settings"]["influence"]["hessian_used"] == "gauss_newton"  # auto, conv AE
     residuals = pd.read_csv(folder / "simplex_residuals.csv")
     assert (residuals["mean"] >= 0).all()
+
+
+def test_consistency_examples_exact_hessian_flag(tiny_zoo):
+    assert main(["reproduce", "consistency_examples", "--data", "mnist", "--quick", "--n-train", "20",
+                 "--n-test", "10", "--if-hessian", "exact"]) == 0
+    run = _run_json(_folder(tiny_zoo, "consistency_examples", "mnist"))
+    assert run["parameters"]["settings"]["influence"]["hessian_used"] == "exact"
+    assert "--if-hessian exact" in run["command"]
 
 
 def test_consistency_on_ecg(tiny_zoo):

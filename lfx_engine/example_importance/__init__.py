@@ -4,7 +4,8 @@
 * :mod:`.simplex` — :func:`simplex_scores`
 * :mod:`.gradients` — :func:`per_example_grads` (torch.func), pretext losses
 * :mod:`.tracin` — :func:`tracin_scores` over saved checkpoints
-* :mod:`.influence` — :func:`influence_scores` (LiSSA with batched HVPs)
+* :mod:`.influence` — :func:`influence_scores` (LiSSA with batched HVPs, or the fast
+  encoder-Gauss–Newton Hessian of :mod:`.gauss_newton`)
 """
 from .gradients import (
     RandomProjection,
@@ -14,13 +15,14 @@ from .gradients import (
     per_example_grads,
     selected_parameters,
 )
-from .influence import BatchHessian, draw_minibatches, influence_scores
+from .influence import HESSIANS, BatchHessian, draw_minibatches, influence_scores, resolve_hessian
 from .latent import cosine_scores, dknn_scores, encode
 from .simplex import simplex_scores
 from .tracin import load_checkpoint, tracin_scores
 
 __all__ = [
     "BatchHessian",
+    "HESSIANS",
     "RandomProjection",
     "cosine_scores",
     "dknn_scores",
@@ -32,6 +34,7 @@ __all__ = [
     "load_checkpoint",
     "mse_per_example",
     "per_example_grads",
+    "resolve_hessian",
     "selected_parameters",
     "simplex_scores",
     "tracin_scores",

@@ -36,6 +36,7 @@ from torch.func import functional_call, grad, jacrev, vmap
 
 from ..errors import ParameterError
 from ._common import Progress, check_positive, eval_on, has_rnn, report, resolve_device
+from .gauss_newton import MAX_JACOBIAN_VALUES, check_jacobian_size, gauss_newton_lissa, latent_jacobians
 from .gradients import (
     LossFn,
     ParamFilter,
@@ -175,6 +176,39 @@ class BatchHessian:
         return torch.cat(rows, dim=1)
 
 
+#: Hessians :func:`influence_scores` accepts.
+HESSIANS = ("exact", "gauss_newton", "auto")
+
+
+def gauss_newton_applies(model: nn.Module, params: dict[str, torch.Tensor], data: torch.Tensor,
+                         n_vectors: int | None = None, depth: int | None = None) -> bool:
+    """Whether ``hessian="auto"`` takes Gauss–Newton: it can run and it pays off.
+
+    It can run for decoder∘encoder models without recurrent layers whose latent
+    Jacobian fits the memory cap. It pays off when the exact recursion would
+    need many HVPs (``n_vectors × depth``) compared with the Gauss–Newton set-up
+    (one Jacobian row per example and latent unit); one test sample against a
+    subset is faster exact.
+    """
+    if has_rnn(model) or not latent_mode_applies(model, params, data[:8]):
+        return False
+    with torch.no_grad():
+        latent_dim = model.encoder(data[:1]).shape[1]
+    if len(data) * latent_dim * sum(p.numel() for p in params.values()) > MAX_JACOBIAN_VALUES:
+        return False
+    return n_vectors is None or depth is None or n_vectors * depth >= 2 * len(data) * latent_dim
+
+
+def resolve_hessian(model: nn.Module, data: torch.Tensor, hessian: str = "auto", n_vectors: int | None = None,
+                    depth: int | None = None, param_filter: ParamFilter = is_encoder_param) -> str:
+    """The Hessian ``influence_scores(..., hessian=hessian)`` uses (``n_vectors``: min(n_train, n_test))."""
+    if hessian != "auto":
+        return hessian
+    with eval_on(model, resolve_device(None, model)):
+        params = selected_parameters(model, param_filter)
+        return "gauss_newton" if gauss_newton_applies(model, params, data, n_vectors, depth) else "exact"
+
+
 def latent_mode_applies(model: nn.Module, params: dict[str, torch.Tensor], probe: torch.Tensor) -> bool:
     """Whether ``model(x) == model.decoder(model.encoder(x))`` and only encoder weights are differentiated."""
     encoder, decoder = getattr(model, "encoder", None), getattr(model, "decoder", None)
@@ -212,6 +246,7 @@ def influence_scores(
     minibatches: Sequence[torch.Tensor] | None = None,
     direction: str = "auto",
     hvp_mode: str = "auto",
+    hessian: str = "exact",
     hvp_batch: int | None = None,
     rhs_chunk_size: int | None = None,
     batch_size: int = 64,
@@ -232,6 +267,11 @@ def influence_scores(
         hvp_mode: ``"full"``, ``"latent"`` (decoder∘encoder models only) or ``"auto"``
             (latent when it applies, the model has no recurrent layer and there are at least
             as many vector-iterations as Hessian data rows, so the latent Hessians pay off).
+        hessian: ``"exact"`` (Pearlmutter HVPs of the true loss Hessian, METHOD's estimator) or
+            ``"gauss_newton"`` (the encoder linearised around its weights, decoder and loss curvature
+            kept; same recursion, run in latent-Jacobian coordinates in seconds; decoder∘encoder
+            models of moderate size only, see :mod:`.gauss_newton`), or ``"auto"``: Gauss–Newton
+            where it applies (no recurrent layer, Jacobian fits in memory), exact otherwise.
         hvp_batch: vectors per batched double-backward call (default 1 on CPU, 32 on CUDA).
         rhs_chunk_size: right-hand sides kept in memory at once (bounds memory; the
             minibatch sequence is shared by all chunks).
@@ -243,6 +283,8 @@ def influence_scores(
     )
     if direction not in ("auto", "train", "test"):
         raise ParameterError(f"direction must be 'auto', 'train' or 'test', got {direction!r}")
+    if hessian not in HESSIANS:
+        raise ParameterError(f"hessian must be one of {', '.join(HESSIANS)}, got {hessian!r}")
     if hvp_mode not in ("auto", "full", "latent"):
         raise ParameterError(f"hvp_mode must be 'auto', 'full' or 'latent', got {hvp_mode!r}")
     data = x_train if hessian_data is None else hessian_data
@@ -261,6 +303,13 @@ def influence_scores(
         params = selected_parameters(model, param_filter)
         n_params = sum(p.numel() for p in params.values())
         data_dev = data.to(dev)
+        if hessian == "auto":
+            n_vectors = min(len(x_train), len(x_test))
+            hessian = "gauss_newton" if gauss_newton_applies(model, params, data_dev, n_vectors, len(batches)) \
+                else "exact"
+        if hessian == "gauss_newton":
+            return _gauss_newton_scores(model, params, data_dev, x_train, x_test, loss_fn, param_filter, batches,
+                                        damp, scale, n_scale, direction, batch_size, dev, progress)
         mode = hvp_mode
         n_rhs = len(x_train) if direction == "train" else len(x_test)
         if mode == "auto":
@@ -297,6 +346,33 @@ def influence_scores(
                 )
         solved /= scale * n_scale
         scores = g_test @ solved.T if direction == "train" else solved @ g_train.T
+    return scores.float().cpu()
+
+
+def _gauss_newton_scores(
+    model: nn.Module, params: dict[str, torch.Tensor], data: torch.Tensor, x_train: torch.Tensor,
+    x_test: torch.Tensor, loss_fn: LossFn, param_filter: ParamFilter, batches: list[torch.Tensor], damp: float,
+    scale: float, n_scale: int, direction: str, batch_size: int, dev: torch.device, progress: Progress,
+) -> torch.Tensor:
+    """Influence scores with the encoder-Gauss–Newton Hessian (see :mod:`.gauss_newton`)."""
+    if not latent_mode_applies(model, params, data[:8]):
+        raise ParameterError(
+            "hessian='gauss_newton' needs model(x) == model.decoder(model.encoder(x)) and encoder-only parameters"
+        )
+    if has_rnn(model):
+        raise ParameterError("hessian='gauss_newton' does not support recurrent encoders (per-example Jacobians "
+                             "of an LSTM are slow to batch); use hessian='exact'")
+    n_params = sum(p.numel() for p in params.values())
+    with torch.no_grad():
+        latent_dim = model.encoder(data[:1]).shape[1]
+    check_jacobian_size(len(data), latent_dim, n_params)
+    hessian = BatchHessian(model, params, data, loss_fn, "latent", latent_batch_size=batch_size)
+    encoder_params = {name[len("encoder."):]: p for name, p in params.items()}
+    jacobians = latent_jacobians(model.encoder, encoder_params, data, batch_size)
+    g_train = _grads_on_device(model, x_train, loss_fn, param_filter, batch_size, dev)
+    g_test = _grads_on_device(model, x_test, loss_fn, param_filter, batch_size, dev)
+    scores = gauss_newton_lissa(jacobians, hessian.k, g_train, g_test, batches, damp, scale, n_scale, direction,
+                                progress)
     return scores.float().cpu()
 
 

@@ -126,7 +126,8 @@ def run_reproduce(args: argparse.Namespace) -> int:
         raise ParameterError(f"--steps must be a positive integer, got {args.steps}")
     options = {"n_test": args.n_test, "n_train": args.n_train, "steps": args.steps, "seed": args.seed,
                "device": _device(args.device), "leaky_relu": True if args.leaky_relu else None,
-               "use_cache": False if args.no_cache else None}
+               "use_cache": False if args.no_cache else None,
+               "if_hessian": args.if_hessian}
     command = command_line(args)
     if args.experiment == "all":
         pairs = [(e, d) for e in EXPERIMENTS for d in EXPERIMENT_DATASETS[e] if args.data in (None, "all", d)]
@@ -168,7 +169,7 @@ def command_line(args: argparse.Namespace) -> str:
     parts = ["python -m lfx_engine reproduce", args.experiment]
     for flag, value in (("--data", args.data), ("--results", args.results), ("--n-test", args.n_test),
                         ("--n-train", args.n_train), ("--device", args.device), ("--seed", args.seed),
-                        ("--steps", args.steps)):
+                        ("--steps", args.steps), ("--if-hessian", args.if_hessian)):
         if value is not None:
             parts.append(f"{flag} {value}")
     parts += [flag for flag, on in (("--quick", args.quick), ("--leaky-relu", args.leaky_relu),
@@ -199,6 +200,9 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--steps", type=int, help="lucid: optimisation steps (default 1000)")
     parser.add_argument("--leaky-relu", action="store_true",
                         help="lucid: render with ReLU swapped for LeakyReLU(0.1), as the study did")
+    parser.add_argument("--if-hessian", choices=("auto", "exact", "gauss_newton"),
+                        help="consistency_examples: Influence Functions Hessian (default auto: the fast "
+                             "encoder-Gauss-Newton one for image AEs, exact LiSSA otherwise)")
     parser.add_argument("--no-cache", action="store_true", help="recompute instead of reading the disk cache")
     parser.set_defaults(func=run_reproduce)
 
