@@ -249,6 +249,13 @@ def test_encoder_vs_full(tiny_zoo):
     assert set(summary["method"]) == {"gradient_shap", "integrated_gradients", "saliency"}
     assert (summary["n_models"] == 2).all() and summary["ci95"].notna().all()
     assert summary["reference_mean"].notna().all()
+    # the diagnostic variant explains the classifier through softmax probabilities: different maps
+    assert main(["reproduce", "encoder_vs_full", "--data", "mnist", "--n-test", "10", "--full-output",
+                 "softmax"]) == 0
+    run = _run_json(folder)
+    assert run["parameters"]["full_output"] == "softmax" and "--full-output softmax" in run["command"]
+    softmax_image = pd.read_csv(folder / "per_image.csv")
+    assert not np.allclose(softmax_image["r"].fillna(0), per_image["r"].fillna(0))
 
 
 def test_unavailable_dataset_is_skipped_with_reason(tiny_zoo, capsys):

@@ -127,7 +127,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
     options = {"n_test": args.n_test, "n_train": args.n_train, "steps": args.steps, "seed": args.seed,
                "device": _device(args.device), "leaky_relu": True if args.leaky_relu else None,
                "use_cache": False if args.no_cache else None,
-               "if_hessian": args.if_hessian}
+               "if_hessian": args.if_hessian, "full_output": args.full_output}
     command = command_line(args)
     if args.experiment == "all":
         pairs = [(e, d) for e in EXPERIMENTS for d in EXPERIMENT_DATASETS[e] if args.data in (None, "all", d)]
@@ -169,7 +169,8 @@ def command_line(args: argparse.Namespace) -> str:
     parts = ["python -m lfx_engine reproduce", args.experiment]
     for flag, value in (("--data", args.data), ("--results", args.results), ("--n-test", args.n_test),
                         ("--n-train", args.n_train), ("--device", args.device), ("--seed", args.seed),
-                        ("--steps", args.steps), ("--if-hessian", args.if_hessian)):
+                        ("--steps", args.steps), ("--if-hessian", args.if_hessian),
+                        ("--full-output", args.full_output)):
         if value is not None:
             parts.append(f"{flag} {value}")
     parts += [flag for flag, on in (("--quick", args.quick), ("--leaky-relu", args.leaky_relu),
@@ -203,6 +204,9 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--if-hessian", choices=("auto", "exact", "gauss_newton"),
                         help="consistency_examples: Influence Functions Hessian (default auto: the fast "
                              "encoder-Gauss-Newton one for image AEs, exact LiSSA otherwise)")
+    parser.add_argument("--full-output", choices=("logits", "softmax"),
+                        help="encoder_vs_full: explain the classifier through its logits (default, METHOD) or "
+                             "its softmax probabilities (as the earlier code's Softmax-ended classifier did)")
     parser.add_argument("--no-cache", action="store_true", help="recompute instead of reading the disk cache")
     parser.set_defaults(func=run_reproduce)
 

@@ -19,6 +19,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from lfx_engine.data import get_spec, load_split
 from lfx_engine.errors import ParameterError
@@ -51,6 +52,23 @@ REFERENCE = {
 QUICK: dict[str, Any] = {"n_test": 1000}
 
 
+#: What the full model's auxiliary function compares: METHOD's logits, or softmax probabilities (the earlier
+#: code's classifier ended in a Softmax, so its "full model" maps went through it).
+FULL_OUTPUTS = ("logits", "softmax")
+
+
+class _SoftmaxOutput(nn.Module):
+    """The classifier followed by a softmax over classes (keeps ``encoder`` reachable)."""
+
+    def __init__(self, classifier: nn.Module) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.encoder = classifier.encoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.classifier(x), dim=1)
+
+
 def classifier_names(hub: ModelHub, dataset: str) -> list[str]:
     """Trained pretext classifiers of ``dataset``, by run."""
     return [r["name"] for r in hub.find(dataset, experiment="pretext", task="classification")]
@@ -58,14 +76,16 @@ def classifier_names(hub: ModelHub, dataset: str) -> list[str]:
 
 def pair_statistics(result: ExperimentResult | None, hub: ModelHub, name: str, dataset: str, x: torch.Tensor,
                     method: str, *, seed: int, batch_size: int, device: torch.device,
-                    use_cache: bool = True) -> dict[str, np.ndarray]:
+                    use_cache: bool = True, full_output: str = "logits") -> dict[str, np.ndarray]:
     """Per-image masked Pearson ``r`` (N,) and the pooled / mean-map correlations of one model; disk-cached."""
     parts = {"experiment": EXPERIMENT, "model": name, "sha256": hub.record(name)["sha256"],
              "data": data_fingerprint(dataset), "n": int(len(x)), "method": method, "seed": seed,
-             "baseline": "zeros"}
+             "baseline": "zeros", **({"full_output": full_output} if full_output != "logits" else {})}
 
     def compute() -> dict[str, np.ndarray]:
-        enc, full = encoder_vs_full_attribution(hub.load(name), x, method, baselines=None, seed=seed,
+        model = hub.load(name)
+        model = _SoftmaxOutput(model).eval() if full_output == "softmax" else model
+        enc, full = encoder_vs_full_attribution(model, x, method, baselines=None, seed=seed,
                                                 batch_size=batch_size, device=device)
         r = masked_pixel_correlation(enc, full, x)
         a = enc.abs().double().numpy()
@@ -85,6 +105,7 @@ def run_encoder_vs_full(
     methods: Sequence[str] = METHODS,
     seed: int = 0,
     batch_size: int = 128,
+    full_output: str = "logits",
     device: torch.device | str | None = None,
     use_cache: bool = True,
     progress: ProgressFn | None = None,
@@ -92,12 +113,17 @@ def run_encoder_vs_full(
 ) -> ExperimentResult:
     """Encoder-vs-full-classifier agreement of label-free attributions, per method and classifier.
 
-    ``n_test``: first n test images (default all 10,000). Tables: ``per_image``
+    ``n_test``: first n test images (default all 10,000). ``full_output``:
+    ``"logits"`` (METHOD) or ``"softmax"``, which explains the classifier
+    through its class probabilities as the earlier code's Softmax-ended
+    classifier did (a diagnostic of the gap to the reproduction study). Tables: ``per_image``
     (model, method, image, r), ``per_model`` and ``summary`` (mean ± 1.96·SEM
     over models, with the reproduction study's values for MNIST).
     """
     start = time.perf_counter()
     require_dataset(EXPERIMENT, dataset)
+    if full_output not in FULL_OUTPUTS:
+        raise ParameterError(f"full_output must be one of {', '.join(FULL_OUTPUTS)}, got {full_output!r}")
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ParameterError(f"unknown method(s) {unknown}; choose from {METHODS}")
@@ -117,7 +143,7 @@ def run_encoder_vs_full(
             report.log(f"{EXPERIMENT}/{dataset}: {name}, {TITLES[method]} on {len(x)} images "
                        f"({report.done + 1}/{report.total})")
             stats = pair_statistics(result, hub, name, dataset, x, method, seed=seed, batch_size=batch_size,
-                                    device=dev, use_cache=use_cache)
+                                    device=dev, use_cache=use_cache, full_output=full_output)
             r = stats["r"]
             valid = np.isfinite(r)
             per_image.append(pd.DataFrame({"model": name, "run": run, "method": method,
@@ -137,7 +163,10 @@ def run_encoder_vs_full(
                                                   "reference_mean": row.reference_mean}
                                      for row in summary.itertuples()}}
     result.params = {"models": names, "n_test": len(x), "n_test_available": len(test), "methods": list(methods),
-                     "attribution": "label-free, zero baseline; encoder: ⟨f(x), f(x̃)⟩, full: ⟨logits(x), logits(x̃)⟩",
+                     "attribution": "label-free, zero baseline; encoder: ⟨f(x), f(x̃)⟩, full: "
+                                    + ("⟨logits(x), logits(x̃)⟩" if full_output == "logits"
+                                       else "⟨softmax(x), softmax(x̃)⟩"),
+                     "full_output": full_output,
                      "comparison": "|·| / global std of the model's array, per-image Pearson over pixels with "
                                    "input ≠ 0; mean per model; mean ± 1.96·SEM (ddof=1) over models",
                      "mode": "eval (BatchNorm running statistics)", "batch_size": batch_size, "device": str(dev)}
