@@ -34,8 +34,8 @@ from torch.func import functional_call, jacrev, vmap
 from ..errors import ParameterError
 from ._common import Progress, report
 
-#: Largest latent Jacobian (N·d·P float32 values) held in memory, about 3 GB.
-MAX_JACOBIAN_VALUES = 750_000_000
+#: Largest latent Jacobian (N·d·P float32 values) held in memory, 4 GB.
+MAX_JACOBIAN_VALUES = 1_000_000_000
 
 
 def latent_jacobians(encoder: nn.Module, params: dict[str, torch.Tensor], data: torch.Tensor,
