@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,11 +16,12 @@ from PIL import Image
 pytest.importorskip("streamlit.testing.v1")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+import apptest_helpers  # noqa: E402
+from apptest_helpers import ok, texts  # noqa: E402
 from browser.tiny_zoo import ENTRIES, build_tiny_zoo, find_real_data  # noqa: E402
 from lfx_engine.explorer import EXAMPLE_METHODS, FEATURE_METHODS  # noqa: E402
 from lfx_ui import upload  # noqa: E402
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 TIMEOUT = 90
 MODELS = {name: ("ecg5000" if name.startswith("ecg") else "mnist") for name, _, _ in ENTRIES}
 GALLERY = 24
@@ -44,31 +44,9 @@ def app_env(tiny_zoo, monkeypatch) -> dict[str, str]:
     return tiny_zoo
 
 
-def ok(at: AppTest) -> AppTest:
-    """Fail with the page's own message when it raised or showed an error."""
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-    return at
-
-
 def open_page(page: str, query: dict[str, str] | None = None, **selection) -> AppTest:
     """A fresh session on ``page`` with a preset selection (or URL), after the router's first run."""
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    for key, value in (query or {}).items():
-        at.query_params[key] = value
-    for key, value in selection.items():
-        at.session_state[f"sel_{key}"] = value
-    at.run()
-    if page != "home":
-        at.switch_page(f"pages/{page}.py").run()
-    return at
-
-
-def texts(at: AppTest) -> str:
-    parts = [m.value for m in at.markdown] + [s.value for s in at.subheader] + [c.value for c in at.caption]
-    parts += [w.value for w in at.warning] + [i.value for i in at.info] + [e.value for e in at.error]
-    parts += [c.value for c in at.code]
-    return "\n".join(str(p) for p in parts)
+    return apptest_helpers.open_page(page, timeout=TIMEOUT, query=query, **selection)
 
 
 def charts(at: AppTest) -> list:

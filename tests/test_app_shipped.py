@@ -7,18 +7,16 @@ and check that images, numbers and charts appear. Skipped without real data.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from lfx_engine.config import REPO_ROOT
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from browser.tiny_zoo import find_real_data  # noqa: E402
+import apptest_helpers
+from apptest_helpers import APP, ok, texts
+from browser.tiny_zoo import find_real_data
 
-APP = str(REPO_ROOT / "app.py")
 TIMEOUT = 240
 SHIPPED = REPO_ROOT / "checkpoints"
 MANIFEST = json.loads((SHIPPED / "manifest.json").read_text())["entries"] if (SHIPPED / "manifest.json").exists() \
@@ -43,19 +41,8 @@ def app_env(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
-def ok(at: AppTest) -> AppTest:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-    return at
-
-
 def open_page(page: str, **selection) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    for key, value in selection.items():
-        at.session_state[f"sel_{key}"] = value
-    at.run()
-    at.switch_page(f"pages/{page}.py").run()
-    return at
+    return apptest_helpers.open_page(page, timeout=TIMEOUT, **selection)
 
 
 @pytest.mark.parametrize("dataset", ["cifar10", "dsprites"])
@@ -78,8 +65,7 @@ def test_cifar10_saliency_on_a_shipped_model(name: str) -> None:
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Methods"] == "2"
     assert len(at.image) >= 3  # gallery, then input / heat map / overlay per method
-    shown = [m.value for m in at.markdown] + [s.value for s in at.subheader] + [c.value for c in at.caption]
-    assert any("Test sample #2" in str(t) for t in shown)
+    assert "Test sample #2" in texts(at)
 
 
 @pytest.mark.parametrize("name", shipped("dsprites", task="betavae")[:1] + shipped("cifar10", task="betavae")[:1])

@@ -21,10 +21,11 @@ from conftest import real_data_dir
 pytest.importorskip("streamlit.testing.v1")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+import apptest_helpers  # noqa: E402
+from apptest_helpers import ok, texts  # noqa: E402
 from browser.tiny_zoo import ENTRIES, STUDY_ENTRIES, build_tiny_zoo  # noqa: E402
 from lfx_engine.errors import LFXError  # noqa: E402
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 TIMEOUT = 120
 N = 100  # test inputs of the dataset-wide results
 PRETEXT = [f"mnist_pretext_{t}_run{r}" for r in (1, 2)
@@ -49,28 +50,9 @@ def app_env(study_zoo, monkeypatch) -> dict[str, str]:
     return study_zoo
 
 
-def ok(at: AppTest) -> AppTest:
-    """Fail with the page's own message when it raised or showed an error."""
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-    return at
-
-
 def open_page(page: str, **selection) -> AppTest:
     """A fresh session on ``page`` with a preset selection, after the router's first run."""
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    for key, value in selection.items():
-        at.session_state[f"sel_{key}"] = value
-    at.run()
-    at.switch_page(f"pages/{page}.py").run()
-    return at
-
-
-def texts(at: AppTest) -> str:
-    parts = [m.value for m in at.markdown] + [s.value for s in at.subheader] + [c.value for c in at.caption]
-    parts += [w.value for w in at.warning] + [i.value for i in at.info] + [e.value for e in at.error]
-    parts += [c.value for c in at.code]
-    return "\n".join(str(p) for p in parts)
+    return apptest_helpers.open_page(page, timeout=TIMEOUT, **selection)
 
 
 def specs(at: AppTest) -> list[str]:
