@@ -45,7 +45,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 PAGES = ("home", "saliency", "masking", "examples")
 #: Study pages and the shipped model each opens with (first render only; their heavy parts wait for a button).
 STUDY_PAGES = {"pretext": "mnist_pretext_reconstruction_run1", "disentanglement": "mnist_betavae_b1_run1",
-               "lucent": "mnist_betavae_b1_run1", "encoder_vs_full": "mnist_pretext_classification_run1"}
+               "lucent": "mnist_betavae_b1_run1", "encoder-vs-full": "mnist_pretext_classification_run1"}
 TIMEOUT_MS = 180_000
 
 
@@ -259,6 +259,7 @@ def main() -> None:
     parser.add_argument("--cache", default=None,
                         help="disk cache of the run (default: a fresh folder under bench/_work, removed afterwards)")
     parser.add_argument("--out", default=str(REPO / "bench" / "APP_RESULTS.md"))
+    parser.add_argument("--note", default="", help="a sentence on the conditions, added to the report")
     args = parser.parse_args()
 
     if not Path(CHROMIUM).exists():
@@ -327,7 +328,8 @@ def main() -> None:
         "",
         f"Measured {dt.datetime.now().strftime('%Y-%m-%d %H:%M')} by `python bench/bench_app.py` with Debian's "
         f"chromium (Playwright), `streamlit run app.py` on {platform.machine()} / {os.cpu_count()} CPU cores, "
-        f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']}, load average {load[0]:.1f} at the end (the machine is shared).",
+        f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']}, load average {load[0]:.1f} at the end (the benchmark's own "
+        f"browser and servers included; the machine is shared). {args.note}".rstrip(),
         f"Model `{args.model}` ({args.dataset}), sample #{args.sample}, checkpoints `{args.checkpoints}`; "
         "the disk cache starts empty.",
         "",
