@@ -252,9 +252,11 @@ def test_encoder_vs_full(tiny_zoo):
     # the diagnostic variant explains the classifier through softmax probabilities: different maps
     assert main(["reproduce", "encoder_vs_full", "--data", "mnist", "--n-test", "10", "--full-output",
                  "softmax"]) == 0
-    run = _run_json(folder)
+    softmax_folder = _folder(tiny_zoo, "encoder_vs_full_softmax", "mnist")
+    run = _run_json(softmax_folder)
     assert run["parameters"]["full_output"] == "softmax" and "--full-output softmax" in run["command"]
-    softmax_image = pd.read_csv(folder / "per_image.csv")
+    assert len(pd.read_csv(folder / "per_image.csv")) == len(per_image)  # METHOD's run is left alone
+    softmax_image = pd.read_csv(softmax_folder / "per_image.csv")
     assert not np.allclose(softmax_image["r"].fillna(0), per_image["r"].fillna(0))
 
 

@@ -132,7 +132,9 @@ def run_encoder_vs_full(
     names = classifier_names(hub, dataset)
     require_models(EXPERIMENT, dataset, hub, names or [f"{dataset}_pretext_classification_run1"],
                    "the pretext classifiers")
-    result = ExperimentResult(EXPERIMENT, dataset, n_runs=len(names))
+    # the softmax diagnostic gets its own results folder so it never overwrites METHOD's run
+    result = ExperimentResult(EXPERIMENT if full_output == "logits" else f"{EXPERIMENT}_softmax", dataset,
+                              n_runs=len(names))
     test = load_split(dataset, "test")
     x = take_first(test.x, n_test)
     report = Reporter(progress, log, total=len(names) * len(methods))
