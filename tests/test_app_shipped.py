@@ -76,3 +76,29 @@ def test_disentanglement_on_a_shipped_vae(name: str) -> None:
     d = int(MANIFEST[name]["latent_dim"])
     captions = [c for img in at.image for c in img.captions]
     assert any(c.startswith(f"unit {d - 1} · μ = ") for c in captions)  # one map per latent unit
+
+
+CIFAR_AE = "cifar10_dae_consistency"
+
+
+@pytest.mark.skipif(CIFAR_AE not in MANIFEST, reason="no shipped CIFAR-10 consistency model")
+def test_cifar10_saliency_every_method() -> None:
+    from lfx_engine.explorer import FEATURE_METHODS
+
+    at = ok(open_page("saliency", dataset="cifar10", model=CIFAR_AE, methods=list(FEATURE_METHODS), sample=1))
+    assert {m.label: m.value for m in at.metric}["Methods"] == str(len(FEATURE_METHODS))
+    assert len(at.image) >= 1 + len(FEATURE_METHODS)
+
+
+@pytest.mark.skipif(CIFAR_AE not in MANIFEST, reason="no shipped CIFAR-10 consistency model")
+def test_cifar10_masking_and_latent_examples() -> None:
+    at = ok(open_page("masking", dataset="cifar10", model=CIFAR_AE, methods=["saliency"], sample=2))
+    at.slider(key="mask_n").set_value(10)
+    at.multiselect(key="mask_methods").set_value(["saliency", "integrated_gradients"]).run()
+    table = ok(at).dataframe[0].value
+    assert "Random (control)" in table.columns and table.shape == (7, 3)
+    at = ok(open_page("examples", dataset="cifar10", model=CIFAR_AE, xmethods=["dknn", "cosine", "simplex"],
+                      sample=4))
+    at.selectbox(key="ex_n").set_value(100).run()
+    metrics = {m.label: m.value for m in ok(at).metric}
+    assert "Same class in top 8" in metrics and "Top score" in metrics
