@@ -9,6 +9,8 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = (REPO_ROOT.parent / "shared" / "data").resolve()
+# LFX_DATA_DIR as the test run started: fixtures of some suites point it at generated data for a while.
+ORIGINAL_DATA_DIR = os.environ.get("LFX_DATA_DIR")
 
 # Small models: one thread is as fast and leaves the other core to the app server of browser tests.
 torch.set_num_threads(1)
@@ -16,7 +18,7 @@ torch.set_num_threads(1)
 
 def real_data_dir() -> Path | None:
     """The folder holding the real dataset bundles, or None when absent."""
-    env = os.environ.get("LFX_DATA_DIR")
+    env = ORIGINAL_DATA_DIR
     for candidate in ([Path(env)] if env else []) + [SHARED_DATA]:
         if candidate.is_dir() and any(candidate.iterdir()):
             return candidate.resolve()

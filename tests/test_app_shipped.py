@@ -15,7 +15,7 @@ from lfx_engine.config import REPO_ROOT
 
 import apptest_helpers
 from apptest_helpers import APP, ok, texts
-from browser.tiny_zoo import find_real_data
+from conftest import real_data_dir
 
 TIMEOUT = 240
 SHIPPED = REPO_ROOT / "checkpoints"
@@ -31,7 +31,7 @@ def shipped(dataset: str, **match: str) -> list[str]:
 
 @pytest.fixture(autouse=True)
 def app_env(tmp_path, monkeypatch) -> None:
-    data = find_real_data()
+    data = real_data_dir()
     if data is None:
         pytest.skip("real datasets not found (set LFX_DATA_DIR or place ../shared/data)")
     monkeypatch.setenv("LFX_DATA_DIR", str(data))

@@ -43,9 +43,9 @@ def _ecg_table(n: int, rng: np.random.Generator) -> np.ndarray:
     return np.column_stack([cls, signal])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def tiny_zoo(tmp_path_factory):
-    """Generated data + tiny trained zoo entries; LFX_* point at temporary folders for the session."""
+    """Generated data + tiny trained zoo entries; LFX_* point at temporary folders for this module only."""
     root = tmp_path_factory.mktemp("lfx_experiments")
     data, ckpt = root / "data", root / "ckpt"
     data.mkdir()
