@@ -145,12 +145,7 @@ def pick_model(page: str, *, tasks: Sequence[str] | None = None, container=None)
                    + ("" if known else " (unknown dataset name)") + f"; showing {titles[datasets[0]]}.")
     dataset = state.choose("dataset", "Dataset", datasets, widget_key=f"{page}_dataset",
                            format_func=titles.get, container=box)
-    if not explorer.dataset_available(dataset):
-        row = next(r for r in explorer.dataset_status() if r["dataset"] == dataset)
-        st.error(f"{titles[dataset]} is not available: {row['problem'] or 'files not found'}. "
-                 "Download it (needs internet) with:")
-        st.code(row["fetch_command"], language="bash")
-        st.caption("or point `LFX_DATA_DIR` at a folder that holds the files.")
+    if not dataset_ready(explorer, dataset, titles[dataset]):
         return None
     models = explorer.models(dataset, tasks=tasks)
     names = [m.name for m in models]
@@ -182,3 +177,14 @@ def timed(fn: Callable[[], T]) -> tuple[T, float]:
     start = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - start
+
+
+def dataset_ready(explorer: Explorer, dataset: str, title: str) -> bool:
+    """True when ``dataset``'s files are present; otherwise show why and the command that fetches it."""
+    if explorer.dataset_available(dataset):
+        return True
+    row = next(r for r in explorer.dataset_status() if r["dataset"] == dataset)
+    st.error(f"{title} is not available: {row['problem'] or 'files not found'}. Download it (needs internet) with:")
+    st.code(row["fetch_command"], language="bash")
+    st.caption("or point `LFX_DATA_DIR` at a folder that holds the files.")
+    return False

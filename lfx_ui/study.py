@@ -16,7 +16,7 @@ from lfx_engine.config import checkpoint_dir
 from lfx_engine.data import get_spec
 from lfx_ui import state
 from lfx_engine.explorer import ModelChoice
-from lfx_ui.engine import checkpoint_sha, get_explorer, pick_model
+from lfx_ui.engine import checkpoint_sha, dataset_ready, get_explorer, pick_model
 
 T = TypeVar("T")
 
@@ -57,12 +57,7 @@ def pick_dataset(page: str, datasets: Sequence[str], what: str, container=None) 
         st.info(f"{shown} has no {what} here; showing {titles[datasets[0]]}.", icon=":material/info:")
     dataset = state.choose("dataset", "Dataset", datasets, widget_key=f"{page}_dataset", format_func=titles.get,
                            container=box)
-    if not explorer.dataset_available(dataset):
-        row = next(r for r in explorer.dataset_status() if r["dataset"] == dataset)
-        st.error(f"{titles[dataset]} is not available: {row['problem'] or 'files not found'}. "
-                 "Download it (needs internet) with:")
-        st.code(row["fetch_command"], language="bash")
-        st.caption("or point `LFX_DATA_DIR` at a folder that holds the files.")
+    if not dataset_ready(explorer, dataset, titles[dataset]):
         return None
     return dataset
 
