@@ -60,6 +60,8 @@ class Sizes:
     lfxai_if_train: int = 5
     lfxai_if_test: int = 100
     if_train: int | None = None  # our IF's training columns (None: all); fewer → time extrapolated
+    tracin_budget_mb: float = 2.0  # max_memory_mb of the low-memory TracIn rows
+    if_budget_mb: float = 32.0  # max_memory_mb of the low-memory exact IF rows
 
 
 QUICK = Sizes(n_train=100, n_test=100, n_features=200, train_samples=3000, epochs=2, depth=10,
@@ -180,6 +182,7 @@ class Row:
     lfxai_full_s: float | None = None  # lfxai time at our size (measured or extrapolated)
     extrapolated: bool = False
     ours_full_s: float | None = None  # set when our own time is extrapolated to the full size
+    lfxai_full_peak: float | None = None  # lfxai's peak MB at our size (a lower bound when extrapolated)
     spearman: float | None = None
     spearman_kind: str = ""
     overlap: float | None = None
@@ -385,6 +388,7 @@ def run(sizes: Sizes, seed: int, quick: bool) -> tuple[list[Row], dict[str, Any]
     if have_lfxai:
         _lfxai_tracin(row, model, checkpoints, x_train, x_test, ours_tracin, sizes, final_state)
     rows.append(row)
+    rows += _low_memory_tracin(row, model, checkpoints, x_train, x_test, ours_tracin, sizes)
 
     # ---- Influence functions ------------------------------------------------------------
     np.random.seed(seed)
@@ -433,12 +437,14 @@ def run(sizes: Sizes, seed: int, quick: bool) -> tuple[list[Row], dict[str, Any]
         row.spearman, row.spearman_kind = spearman(sub, theirs), "pooled"
         row.overlap, row.overlap_k = topk_overlap(sub, theirs, k=min(10, n_tr // 2)), min(10, n_tr // 2)
         rel = float((sub - theirs).norm() / theirs.norm())
+        row.lfxai_full_peak = tm.peak_mb + _score_matrix_growth_mb(sizes.n_test, sizes.n_train, n_te, n_tr)
         lfxai_if = (theirs, tm, n_te, n_tr, row.lfxai_full_s)
         row.notes.append(
             f"lfxai attribute_loader (its in-memory `attribute` crashes in 0.1.1), rescaled by n_tr/n_train; "
             f"relative difference {rel:.1e}; lfxai time scaled by n_train (the recursion; a lower bound)"
         )
     rows.append(row)
+    rows += _low_memory_influence(row, model, x_train, x_test, batches, n_if, ours_if, lfxai_if, sizes, progress)
 
     log("Influence functions: ours, Gauss-Newton Hessian, all columns")
     with measured() as m:
@@ -455,32 +461,83 @@ def run(sizes: Sizes, seed: int, quick: bool) -> tuple[list[Row], dict[str, Any]
         theirs, tm, n_te, n_tr, full_s = lfxai_if
         sub = ours_gn[:n_te, :n_tr]
         row.lfxai, row.lfxai_size, row.lfxai_full_s, row.extrapolated = tm, f"{n_te}×{n_tr}", full_s, True
+        row.lfxai_full_peak = tm.peak_mb + _score_matrix_growth_mb(sizes.n_test, sizes.n_train, n_te, n_tr)
         row.spearman, row.spearman_kind = spearman(sub, theirs), "pooled"
         row.overlap, row.overlap_k = topk_overlap(sub, theirs, k=min(10, n_tr // 2)), min(10, n_tr // 2)
         row.notes.append(f"vs lfxai's exact LiSSA: relative difference {rel_diff(sub, theirs):.1e}")
     rows.append(row)
     rows.append(_all_methods_row(rows, size))
+    low = _all_methods_row(rows, size, low_memory=True)
+    if low is not None:
+        rows.append(low)
     model.load_state_dict(final_state)
     return rows, info
 
 
-def _all_methods_row(rows: list[Row], size: str) -> Row:
-    """The five example-importance methods end to end (IF with the Gauss–Newton Hessian) vs lfxai's four."""
-    picked = [r for r in rows if r.method.startswith(("DKNN", "Cosine", "SimplEx", "TracIn"))
-              or "Gauss–Newton" in r.method]
+def _all_methods_row(rows: list[Row], size: str, low_memory: bool = False) -> Row | None:
+    """The five example-importance methods end to end vs lfxai's four.
+
+    The default combination takes IF with the Gauss–Newton Hessian; ``low_memory`` takes the
+    ``max_memory_mb`` rows of TracIn and the exact IF instead.
+    """
+    def wanted(r: Row) -> bool:
+        if r.method.startswith(("DKNN", "Cosine", "SimplEx")):
+            return True
+        if low_memory:
+            return r.method.startswith(("TracIn, max_memory_mb", "Influence functions (exact LiSSA), max_memory"))
+        return r.method.startswith("TracIn (") or "Gauss–Newton" in r.method
+
+    picked = [r for r in rows if wanted(r)]
+    if low_memory and len(picked) < 5:
+        return None
     ours_s = sum(r.ours_full_s or r.ours.seconds for r in picked)
     theirs = [r.lfxai_full_s for r in picked if r.lfxai_full_s]
-    exact = next((r for r in rows if r.method.startswith("Influence functions (LiSSA, depth")), None)
-    total = Row("All five example-importance methods (IF: Gauss–Newton)", size, Measure(seconds=ours_s),
-                ours_full_s=ours_s,
-                notes=["sum of the rows above; lfxai has no cosine NN, and its IF is the exact LiSSA"])
+    peaks = [r.lfxai_full_peak if r.lfxai_full_peak is not None else r.lfxai.peak_mb
+             for r in picked if r.lfxai is not None]
+    title = ("All five, low memory (TracIn and exact IF under max_memory_mb)" if low_memory
+             else "All five example-importance methods (IF: Gauss–Newton)")
+    total = Row(title, size, Measure(seconds=ours_s, peak_mb=max(r.ours.peak_mb for r in picked)),
+                ours_full_s=ours_s, lfxai_full_peak=max(peaks) if peaks else None,
+                notes=["sum of the rows above, peak = the largest of theirs; lfxai has no cosine NN, and its IF "
+                       "is the exact LiSSA"])
     if theirs:
         total.lfxai_full_s, total.extrapolated, total.lfxai_size = sum(theirs), True, "see rows"
-    if exact is not None:
+    exact = next((r for r in rows if r.method.startswith("Influence functions (LiSSA, depth")), None)
+    if exact is not None and not low_memory:
         gn_s = picked[-1].ours_full_s or picked[-1].ours.seconds
         with_exact = ours_s - gn_s + (exact.ours_full_s or exact.ours.seconds)
         total.notes.append(f"with our exact IF instead: {_fmt_s(with_exact)}")
     return total
+
+
+def _low_memory_influence(full: Row, model: nn.Module, x_train: torch.Tensor, x_test: torch.Tensor,
+                          batches: list[torch.Tensor], n_if: int, reference: torch.Tensor,
+                          lfxai_if: tuple | None, sizes: Sizes, progress: Callable[[int, int], None]) -> list[Row]:
+    """Our exact LiSSA under ``max_memory_mb``: on the measured columns, and at the size lfxai ran at."""
+    budget = sizes.if_budget_mb
+    log(f"Influence functions: ours, exact, max_memory_mb={budget:g}")
+    with measured() as m:
+        tight = influence_scores(model, x_train[:n_if], x_test, hessian_data=x_train, minibatches=batches,
+                                 progress=progress, max_memory_mb=budget)
+    row = Row(f"Influence functions (exact LiSSA), max_memory_mb={budget:g}", full.ours_size, m, full.lfxai_size,
+              full.lfxai, full.lfxai_full_s, full.extrapolated, lfxai_full_peak=full.lfxai_full_peak,
+              notes=[f"relative difference to the unbounded run {rel_diff(tight, reference):.1e}"])
+    if full.ours_full_s:
+        row.ours_full_s = m.seconds * sizes.n_train / n_if
+        row.notes.append(f"time scaled ×{sizes.n_train / n_if:g} as above")
+    rows = [row]
+    if lfxai_if is None:
+        return rows
+    theirs, tm, n_te, n_tr, _ = lfxai_if
+    with measured() as m:
+        small = influence_scores(model, x_train[:n_tr], x_test[:n_te], hessian_data=x_train, minibatches=batches,
+                                 n_train_for_scaling=len(x_train), max_memory_mb=budget)
+    rows.append(Row(f"Influence functions (exact LiSSA) at lfxai's size, max_memory_mb={budget:g}",
+                    f"{n_te}×{n_tr}", m, f"{n_te}×{n_tr}", tm, tm.seconds,
+                    spearman=spearman(small, theirs), spearman_kind="pooled",
+                    overlap=topk_overlap(small, theirs, k=min(10, n_tr // 2)), overlap_k=min(10, n_tr // 2),
+                    notes=[f"relative difference to lfxai {rel_diff(small, theirs):.1e}"]))
+    return rows
 
 
 def _compare(row: Row, ours: torch.Tensor, theirs: torch.Tensor, m: Measure, size: str) -> None:
@@ -490,6 +547,33 @@ def _compare(row: Row, ours: torch.Tensor, theirs: torch.Tensor, m: Measure, siz
     row.overlap = topk_overlap(ours, theirs)
     if zero_rows:
         row.notes.append(f"lfxai left {zero_rows} rows at zero")
+
+
+def _score_matrix_growth_mb(n_rows: int, n_cols: int, measured_rows: int, measured_cols: int) -> float:
+    """MB a float32 ``(n_rows, n_cols)`` matrix takes beyond a ``(measured_rows, measured_cols)`` one."""
+    return 4 * (n_rows * n_cols - measured_rows * measured_cols) / 2**20
+
+
+def _low_memory_tracin(full: Row, model: nn.Module, checkpoints: list[Path], x_train: torch.Tensor,
+                       x_test: torch.Tensor, reference: torch.Tensor, sizes: Sizes) -> list[Row]:
+    """Our TracIn under ``max_memory_mb``: at full size, and at the size lfxai was measured at."""
+    budget = sizes.tracin_budget_mb
+    log(f"TracIn: ours, max_memory_mb={budget:g}")
+    with measured() as m:
+        tight = tracin_scores(model, checkpoints, x_train, x_test, batch_size=128, max_memory_mb=budget)
+    at_full = Row(f"TracIn, max_memory_mb={budget:g}", full.ours_size, m, full.lfxai_size, full.lfxai,
+                  full.lfxai_full_s, full.extrapolated, lfxai_full_peak=full.lfxai_full_peak,
+                  notes=[f"relative difference to the unbounded run {rel_diff(tight, reference):.1e}"])
+    rows = [at_full]
+    if full.lfxai is None:
+        return rows
+    n = sizes.lfxai_tracin[1]
+    with measured() as m:
+        small = tracin_scores(model, checkpoints, x_train[:n], x_test[:n], batch_size=128, max_memory_mb=budget)
+    rows.append(Row(f"TracIn at lfxai's size, max_memory_mb={budget:g}", f"{n}×{n}", m, f"{n}×{n}", full.lfxai,
+                    full.lfxai.seconds,
+                    notes=[f"relative difference to the full run's block {rel_diff(small, reference[:n, :n]):.1e}"]))
+    return rows
 
 
 def _lfxai_tracin(row: Row, model: nn.Module, checkpoints: list[Path], x_train: torch.Tensor,
@@ -529,6 +613,7 @@ def _lfxai_tracin(row: Row, model: nn.Module, checkpoints: list[Path], x_train: 
     else:
         full, how = t2 * (n * n) / (n2 * n2), f"scaled by pair count from n = {n2}"
     row.lfxai, row.lfxai_size, row.lfxai_full_s, row.extrapolated = times[n2], f"{n2}×{n2}", full, True
+    row.lfxai_full_peak = times[n2].peak_mb + _score_matrix_growth_mb(len(x_test), len(x_train), n2, n2)
     sub = ours[:n2, :n2]
     row.spearman, row.spearman_kind = spearman(sub, theirs), "pooled"
     row.overlap = topk_overlap(sub, theirs)
@@ -537,6 +622,11 @@ def _lfxai_tracin(row: Row, model: nn.Module, checkpoints: list[Path], x_train: 
 
 
 # --------------------------------------------------------------------------- report
+def _fmt_mb(mb: float) -> str:
+    """Megabytes: one decimal below 10 MB (the low-memory rows), whole numbers above."""
+    return f"{mb:.1f}" if mb < 10 else f"{mb:.0f}"
+
+
 def _fmt_s(seconds: float | None) -> str:
     if seconds is None:
         return "—"
@@ -570,10 +660,15 @@ def render(rows: list[Row], sizes: Sizes, info: dict[str, Any], command: str, th
         "per image for attributions) and the mean overlap of each row's top-k (k = 10 unless stated; |attr| "
         "pixels for attributions).",
         "* **Extrapolated** times are marked *; the measured sizes are in the size columns.",
+        "* lfxai's peak at our size: its measured peak plus the growth of the float32 score matrix it "
+        "allocates up front (`torch.zeros(n_test, n_train)`), a lower bound (marked ≥) where it ran smaller.",
+        "* `max_memory_mb` rows: the same computation under a memory budget for the per-example gradients "
+        "(and, for IF, the LiSSA vectors and the Hessian graph); the scores are unchanged (relative "
+        "difference in the notes), the time grows with the recomputed blocks.",
         "",
         "| method | size (ours) | ours | lfxai size | lfxai measured | lfxai at our size | lfxai / ours "
-        "| ours peak MB | lfxai peak MB | Spearman | top-k overlap | notes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| ours peak MB | lfxai peak MB | lfxai peak MB at our size | Spearman | top-k overlap | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ours_s = r.ours_full_s or (r.ours.seconds if r.ours.seconds else None)
@@ -582,11 +677,16 @@ def render(rows: list[Row], sizes: Sizes, info: dict[str, Any], command: str, th
         full = "—" if r.lfxai_full_s is None else _fmt_s(r.lfxai_full_s) + (" *" if r.extrapolated else "")
         sp = "—" if r.spearman is None else f"{r.spearman:.3f} ({r.spearman_kind})"
         ov = "—" if r.overlap is None else f"{r.overlap:.2f}" + (f" (k={r.overlap_k})" if r.overlap_k != 10 else "")
+        full_peak = "—"
+        if r.lfxai_full_peak is not None:
+            full_peak = ("≥ " if r.lfxai_size != r.ours_size else "") + _fmt_mb(r.lfxai_full_peak)
+        elif r.lfxai is not None and r.lfxai_size == r.ours_size:
+            full_peak = _fmt_mb(r.lfxai.peak_mb)
         lines.append(
             f"| {r.method} | {r.ours_size} | {ours_txt} | {r.lfxai_size} | "
             f"{_fmt_s(r.lfxai.seconds) if r.lfxai else '—'} | {full} | {ratio} | "
-            f"{r.ours.peak_mb:.0f} | {f'{r.lfxai.peak_mb:.0f}' if r.lfxai else '—'} | {sp} | {ov} | "
-            f"{'; '.join(r.notes)} |"
+            f"{_fmt_mb(r.ours.peak_mb)} | {_fmt_mb(r.lfxai.peak_mb) if r.lfxai else '—'} | {full_peak} | {sp} | "
+            f"{ov} | {'; '.join(r.notes)} |"
         )
     lines += [
         "",

@@ -492,3 +492,128 @@ def test_gauss_newton_refuses_models_it_cannot_split_and_bad_names() -> None:
             return self.decoder(self.encoder(x))
     with pytest.raises(ParameterError, match="recurrent"):
         influence_scores(RecurrentAE(), torch.randn(4, 6, 1), torch.randn(2, 6, 1), hessian="gauss_newton")
+
+
+# --------------------------------------------------------------------------- memory budget
+def test_streamed_product_holds_no_more_rows_than_the_budget_and_matches_the_dense_product() -> None:
+    from lfx_engine.example_importance.streaming import GradientRows, streamed_product
+
+    torch.manual_seed(8)
+    width = 50
+    left_x, right_x = torch.randn(23, width), torch.randn(17, width)
+    calls: list[int] = []
+
+    def compute(xb: torch.Tensor, batch: int) -> torch.Tensor:
+        calls.append(len(xb))
+        assert batch >= 1
+        return xb * 2.0
+
+    dense = 4.0 * left_x @ right_x.T
+    roomy_left, roomy_right = GradientRows(None, left_x, width, compute), GradientRows(None, right_x, width, compute)
+    roomy = streamed_product(roomy_left, roomy_right, 10**9, 8, torch.zeros(23, 17))
+    assert torch.allclose(roomy, dense, atol=1e-4)
+    assert roomy_left.computed + roomy_right.computed == 40  # everything fits: every row once
+    calls.clear()
+    budget = 12 * 4 * width  # twelve rows
+    left, right = GradientRows(None, left_x, width, compute), GradientRows(None, right_x, width, compute)
+    tight = streamed_product(left, right, budget, 8, torch.zeros(23, 17), factor=0.5)
+    assert torch.allclose(tight, 0.5 * dense, atol=1e-4)
+    assert max(calls) <= 12  # never more rows at once than the budget
+    assert right.computed == 17  # the smaller side is held, in blocks, each row once ...
+    assert left.computed > 23  # ... and the larger side is recomputed per held block
+
+
+def test_tracin_and_influence_give_the_same_scores_under_a_tight_memory_budget() -> None:
+    model = conv_model()
+    x_train, x_test = torch.rand(11, 1, 8, 8), torch.rand(7, 1, 8, 8)
+    tiny = 0.004  # MB: about eight gradient rows of this model's 134 encoder parameters
+    ckpt = copy.deepcopy(model.state_dict())
+    roomy = tracin_scores(model, [ckpt], x_train, x_test, batch_size=4)
+    tight = tracin_scores(model, [ckpt], x_train, x_test, batch_size=4, max_memory_mb=tiny)
+    assert torch.allclose(tight, roomy, rtol=1e-4, atol=1e-6 * roomy.abs().max())
+    kwargs = dict(damp=0.01, scale=5.0, recursion_depth=6, minibatch_size=4, seed=2, batch_size=4, hvp_mode="full")
+    for direction in ("train", "test"):
+        roomy = influence_scores(model, x_train, x_test, direction=direction, **kwargs)
+        tight = influence_scores(model, x_train, x_test, direction=direction, max_memory_mb=tiny, **kwargs)
+        assert torch.allclose(tight, roomy, rtol=1e-4, atol=1e-5 * roomy.abs().max()), direction
+    with pytest.raises(ParameterError, match="max_memory_mb"):
+        tracin_scores(model, [ckpt], x_train, x_test, max_memory_mb=0)
+
+
+def test_gauss_newton_respects_the_memory_budget() -> None:
+    from lfx_engine.example_importance import resolve_hessian
+
+    model = conv_model()
+    data = torch.rand(12, 1, 8, 8)
+    # Jacobian 24×134 + Gram 24×24 + 24 gradient rows ≈ 28 kB
+    with pytest.raises(ParameterError, match="max_memory_mb"):
+        influence_scores(model, data, data[:6], hessian="gauss_newton", recursion_depth=3, max_memory_mb=0.01)
+    assert influence_scores(model, data, data[:6], hessian="gauss_newton", recursion_depth=3,
+                            max_memory_mb=0.05).shape == (6, 12)
+    assert resolve_hessian(model, data, "auto", 6, 100, n_gradient_rows=18, max_memory_mb=0.05) == "gauss_newton"
+    assert resolve_hessian(model, data, "auto", 6, 100, n_gradient_rows=18, max_memory_mb=0.01) == "exact"
+
+
+class MixedEncoderAE(nn.Module):
+    """Linear layers of every kind: factorable (with and without bias), reused, and on 3-D inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.ModuleDict({
+            "conv": nn.Conv2d(1, 2, 3, 2, 1), "seq": nn.Linear(4, 4), "a": nn.Linear(32, 6, bias=False),
+            "b": nn.Linear(6, 6), "twice": nn.Linear(6, 6), "out": nn.Linear(6, 3),
+        })
+        self.decoder = nn.Sequential(nn.Linear(3, 64), nn.Sigmoid(), nn.Unflatten(1, (1, 8, 8)))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        e = self.encoder
+        h = torch.tanh(e["conv"](x))  # (B, 2, 4, 4)
+        h = e["seq"](h.reshape(len(x), 8, 4)).reshape(len(x), 32)  # a Linear on a 3-D input
+        h = torch.tanh(e["b"](torch.tanh(e["a"](h))))
+        h = torch.tanh(e["twice"](torch.tanh(e["twice"](h))))
+        return e["out"](h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encode(x))
+
+
+def test_factored_gradients_give_the_exact_dot_products() -> None:
+    from lfx_engine.example_importance.factored import factorable_linears, factored_grads, pairwise
+
+    torch.manual_seed(9)
+    model = MixedEncoderAE().eval()
+    x_a, x_b = torch.rand(7, 1, 8, 8), torch.rand(5, 1, 8, 8)
+    names = {n for n, _ in model.named_parameters() if n.startswith("encoder.")}
+    layers = factorable_linears(model, names, x_a[:2])
+    assert set(layers) == {"encoder.a", "encoder.b", "encoder.out"}  # not the reused one nor the 3-D one
+    rows_a = factored_grads(model, x_a, mse_per_example, lambda n: n in names, layers, 3, torch.device("cpu"))
+    rows_b = factored_grads(model, x_b, mse_per_example, lambda n: n in names, layers, 4, torch.device("cpu"))
+    n_dense = sum(p.numel() for n, p in model.named_parameters()
+                  if n in names and not n.startswith(("encoder.a.", "encoder.b.", "encoder.out.")))
+    assert rows_a.dense.shape == (7, n_dense)
+    expected = autograd_grads(model, x_a) @ autograd_grads(model, x_b).T
+    assert torch.allclose(pairwise(rows_a, rows_b), expected, rtol=1e-4, atol=1e-6 * expected.abs().max())
+    # TracIn on this model equals the explicit dot products, with a roomy and a tight budget
+    state = copy.deepcopy(model.state_dict())
+    for budget in (None, 0.002):
+        got = tracin_scores(model, [state], x_b, x_a, batch_size=3, max_memory_mb=budget)
+        assert torch.allclose(got, expected, rtol=1e-4, atol=1e-6 * expected.abs().max()), budget
+
+
+@pytest.mark.parametrize("mode", ["full", "latent"])
+def test_batch_hessian_split_into_parts_gives_the_same_products(mode: str) -> None:
+    model = conv_model().eval()
+    data = torch.rand(10, 1, 8, 8)
+    params = {n: p for n, p in model.named_parameters() if n.startswith("encoder.")}
+    vectors = torch.randn(3, sum(p.numel() for p in params.values()))
+    idx = torch.tensor([0, 1, 1, 2, 4, 5, 7, 7, 7, 9])
+    whole = BatchHessian(model, params, data, mse_per_example, mode)
+    per_example = whole.graph_bytes_per_example()
+    assert per_example > 0
+    split = BatchHessian(model, params, data, mse_per_example, mode, max_graph_bytes=5 * per_example)
+    assert split.graph_examples == 2  # half for the graph, half for the HVP's own allocations
+    whole.bind(idx)
+    split.bind(idx)
+    assert len(split._parts) == 4  # seven distinct examples, two per part
+    expected = whole.apply(vectors)
+    assert torch.allclose(split.apply(vectors), expected, rtol=1e-4, atol=1e-6 * expected.abs().max())

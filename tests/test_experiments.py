@@ -159,6 +159,24 @@ def test_consistency_examples_exact_hessian_flag(tiny_zoo):
     assert "--if-hessian exact" in run["command"]
 
 
+def test_consistency_examples_memory_budget_flag(tiny_zoo, capsys):
+    args = ["reproduce", "consistency_examples", "--data", "mnist", "--quick", "--n-train", "40", "--n-test", "40"]
+    assert main(args) == 0
+    folder = _folder(tiny_zoo, "consistency_examples", "mnist")
+    roomy = pd.read_csv(folder / "similarity.csv")
+    assert _run_json(folder)["parameters"]["settings"]["influence"]["hessian_used"] == "gauss_newton"
+    assert main([*args, "--max-memory-mb", "0.01"]) == 0
+    run = _run_json(folder)
+    # the Jacobian no longer fits, so auto takes the exact Hessian; TracIn streams to the same scores
+    assert run["parameters"]["settings"]["influence"]["hessian_used"] == "exact"
+    assert "--max-memory-mb 0.01" in run["command"]
+    tight = pd.read_csv(folder / "similarity.csv")
+    pd.testing.assert_frame_equal(tight[tight["explainer"] == "tracin"].reset_index(drop=True),
+                                  roomy[roomy["explainer"] == "tracin"].reset_index(drop=True))
+    assert main([*args, "--max-memory-mb", "0"]) == 2
+    assert "--max-memory-mb must be a positive number" in capsys.readouterr().err
+
+
 def test_consistency_on_ecg(tiny_zoo):
     assert main(["reproduce", "consistency_features", "--data", "ecg5000", "--n-test", "8"]) == 0
     shift = pd.read_csv(_folder(tiny_zoo, "consistency_features", "ecg5000") / "shift.csv")

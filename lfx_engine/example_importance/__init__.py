@@ -4,6 +4,8 @@
 * :mod:`.simplex` — :func:`simplex_scores`
 * :mod:`.gradients` — :func:`per_example_grads` (torch.func), pretext losses
 * :mod:`.tracin` — :func:`tracin_scores` over saved checkpoints
+* :mod:`.factored` — linear layers' per-example gradients as (input, output-gradient) factors
+* :mod:`.streaming` — gradient products in blocks under ``max_memory_mb``
 * :mod:`.influence` — :func:`influence_scores` (LiSSA with batched HVPs, or the fast
   encoder-Gauss–Newton Hessian of :mod:`.gauss_newton`)
 """

@@ -34,10 +34,6 @@ from torch.func import functional_call, jacrev, vmap
 from ..errors import ParameterError
 from ._common import Progress, report
 
-#: Largest latent Jacobian (N·d·P float32 values) held in memory, 4 GB.
-MAX_JACOBIAN_VALUES = 1_000_000_000
-
-
 def latent_jacobians(encoder: nn.Module, params: dict[str, torch.Tensor], data: torch.Tensor,
                      batch_size: int = 64) -> torch.Tensor:
     """``∂z_i/∂θe`` of every row of ``data`` as one matrix ``(N·d, P)`` (rows example-major).
@@ -52,23 +48,34 @@ def latent_jacobians(encoder: nn.Module, params: dict[str, torch.Tensor], data: 
         return functional_call(encoder, {**buffers, **dict(zip(names, weights))}, (x.unsqueeze(0),))[0]
 
     per_example = vmap(jacrev(latent), in_dims=(None, 0))
-    blocks = []
+    out: torch.Tensor | None = None
     with torch.no_grad():
         for start in range(0, len(data), batch_size):
             jac = per_example(values, data[start : start + batch_size])
             n, d = jac[0].shape[:2]
-            blocks.append(torch.cat([j.reshape(n, d, -1) for j in jac], dim=2).reshape(n * d, -1))
-    return torch.cat(blocks)
+            if out is None:  # preallocated: concatenating blocks would hold the Jacobian twice
+                out = torch.empty(len(data) * d, sum(p.numel() for p in values), device=data.device)
+            out[start * d : (start + n) * d] = torch.cat([j.reshape(n, d, -1) for j in jac], dim=2).reshape(n * d, -1)
+            del jac
+    return out
 
 
-def check_jacobian_size(n_rows: int, latent_dim: int, n_params: int) -> None:
-    """Refuse Jacobians too large for memory, naming the exact estimator as the alternative."""
-    values = n_rows * latent_dim * n_params
-    if values > MAX_JACOBIAN_VALUES:
+def gauss_newton_bytes(n_rows: int, latent_dim: int, n_params: int, n_gradient_rows: int) -> int:
+    """Bytes the Gauss–Newton estimator holds: the latent Jacobian, its Gram matrix and the gradient rows."""
+    n_jac = n_rows * latent_dim
+    return 4 * (n_jac * n_params + n_jac * n_jac + n_gradient_rows * n_params)
+
+
+def check_gauss_newton_memory(n_rows: int, latent_dim: int, n_params: int, n_gradient_rows: int,
+                              n_bytes: int) -> None:
+    """Refuse runs whose Jacobian and gradients exceed the memory budget, naming the alternatives."""
+    needed = gauss_newton_bytes(n_rows, latent_dim, n_params, n_gradient_rows)
+    if needed > n_bytes:
         raise ParameterError(
-            f"hessian='gauss_newton' needs the latent Jacobian of {n_rows} examples × {latent_dim} latent units × "
-            f"{n_params} encoder parameters ({values * 4 / 1e9:.1f} GB); use fewer Hessian examples "
-            "or hessian='exact'"
+            f"hessian='gauss_newton' holds the latent Jacobian of {n_rows} examples × {latent_dim} latent units × "
+            f"{n_params} encoder parameters and {n_gradient_rows} gradient rows ({needed / 2**20:.0f} MB), more "
+            f"than max_memory_mb={n_bytes / 2**20:.0f}; raise max_memory_mb, use fewer Hessian examples "
+            "or hessian='exact' (which streams its gradients within the budget)"
         )
 
 

@@ -36,7 +36,7 @@ from torch.func import functional_call, grad, jacrev, vmap
 
 from ..errors import ParameterError
 from ._common import Progress, check_positive, eval_on, has_rnn, report, resolve_device
-from .gauss_newton import MAX_JACOBIAN_VALUES, check_jacobian_size, gauss_newton_lissa, latent_jacobians
+from .gauss_newton import check_gauss_newton_memory, gauss_newton_bytes, gauss_newton_lissa, latent_jacobians
 from .gradients import (
     LossFn,
     ParamFilter,
@@ -46,6 +46,7 @@ from .gradients import (
     mse_per_example,
     selected_parameters,
 )
+from .streaming import BlockPlan, GradientRows, budget_bytes
 
 
 def draw_minibatches(n_data: int, minibatch_size: int, depth: int, seed: int = 0) -> list[torch.Tensor]:
@@ -59,6 +60,10 @@ class BatchHessian:
 
     ``bind(indices)`` builds the first-order gradient graph of the minibatch once;
     ``apply(V)`` returns ``V H`` for a matrix ``V`` of row vectors ``(m, P)``.
+    With ``max_graph_bytes`` a minibatch whose graph would not fit is split:
+    ``apply`` then builds the graph of one part at a time and sums the parts'
+    HVPs (the Hessian is a weighted sum over examples), the same result for one
+    more forward and backward pass per part.
     """
 
     def __init__(
@@ -70,6 +75,7 @@ class BatchHessian:
         mode: str = "full",
         hvp_batch: int = 1,
         latent_batch_size: int = 64,
+        max_graph_bytes: int | None = None,
     ) -> None:
         self.model, self.data, self.loss_fn, self.mode = model, data, loss_fn, mode
         self.names = list(params)
@@ -83,8 +89,29 @@ class BatchHessian:
         self._grads: list[torch.Tensor] = []
         self._leaves: list[torch.Tensor] = []
         self._active: list[int] = []
+        self._parts: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.graph_examples: int | None = None
         if mode == "latent":
             self._prepare_latent(latent_batch_size)
+        if max_graph_bytes is not None:
+            per_example = self.graph_bytes_per_example()
+            # the HVP's backward allocates about as much again as the graph it runs through
+            self.graph_examples = max(1, max_graph_bytes // max(1, 2 * per_example))
+
+    def graph_bytes_per_example(self, n_probe: int = 4) -> int:
+        """Bytes the autograd graph of :meth:`bind` saves per example (distinct storages, measured on a probe)."""
+        seen: dict[int, int] = {}
+
+        def pack(tensor: torch.Tensor) -> torch.Tensor:
+            storage = tensor.untyped_storage()
+            seen[storage.data_ptr()] = storage.nbytes()
+            return tensor
+
+        probe = torch.arange(min(n_probe, len(self.data)))
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            self._build(probe, torch.full((len(probe),), 1.0 / len(probe), device=self.data.device))
+        self._grads, self._leaves, self._active = [], [], []
+        return -(-sum(seen.values()) // len(probe))
 
     # -- latent surrogate -------------------------------------------------
     def _prepare_latent(self, batch_size: int) -> None:
@@ -132,10 +159,19 @@ class BatchHessian:
                 yield
 
     def bind(self, indices: torch.Tensor) -> None:
-        """Build the gradient graph of the mean loss over the minibatch ``indices``."""
+        """Build the gradient graph of the mean loss over the minibatch ``indices`` (or plan its parts)."""
         unique, counts = indices.unique(return_counts=True)
         unique = unique.to(self.data.device)
         weights = counts.to(self.data.device, torch.float32) / len(indices)
+        if self.graph_examples is not None and len(unique) > self.graph_examples:
+            self._parts = list(zip(unique.split(self.graph_examples), weights.split(self.graph_examples)))
+            self._grads, self._leaves, self._active = [], [], []
+            return
+        self._parts = []
+        self._build(unique, weights)
+
+    def _build(self, unique: torch.Tensor, weights: torch.Tensor) -> None:
+        """The first-order gradient graph of ``Σ weights · loss(unique)``."""
         self._leaves = [p.clone().requires_grad_(True) for p in self.base.values()]
         with torch.enable_grad(), self._kernels():
             loss = (weights * self._example_losses(self._leaves, unique)).sum()
@@ -146,6 +182,16 @@ class BatchHessian:
 
     def apply(self, vectors: torch.Tensor) -> torch.Tensor:
         """``H v`` for every row ``v`` of ``vectors`` ``(m, P)``; returns ``(m, P)``."""
+        if self._parts:
+            out = torch.zeros_like(vectors)
+            for unique, weights in self._parts:
+                self._build(unique, weights)
+                out += self._apply_bound(vectors)
+            self._grads, self._leaves, self._active = [], [], []
+            return out
+        return self._apply_bound(vectors)
+
+    def _apply_bound(self, vectors: torch.Tensor) -> torch.Tensor:
         out = torch.zeros_like(vectors)
         if not self._active:
             return out
@@ -181,11 +227,12 @@ HESSIANS = ("exact", "gauss_newton", "auto")
 
 
 def gauss_newton_applies(model: nn.Module, params: dict[str, torch.Tensor], data: torch.Tensor,
-                         n_vectors: int | None = None, depth: int | None = None) -> bool:
+                         n_vectors: int | None = None, depth: int | None = None, n_gradient_rows: int = 0,
+                         max_memory_mb: float | None = None) -> bool:
     """Whether ``hessian="auto"`` takes Gauss–Newton: it can run and it pays off.
 
     It can run for decoder∘encoder models without recurrent layers whose latent
-    Jacobian fits the memory cap. It pays off when the exact recursion would
+    Jacobian, Gram matrix and ``n_gradient_rows`` gradients fit in ``max_memory_mb``. It pays off when the exact recursion would
     need many HVPs (``n_vectors × depth``) compared with the Gauss–Newton set-up
     (one Jacobian row per example and latent unit); one test sample against a
     subset is faster exact.
@@ -194,19 +241,25 @@ def gauss_newton_applies(model: nn.Module, params: dict[str, torch.Tensor], data
         return False
     with torch.no_grad():
         latent_dim = model.encoder(data[:1]).shape[1]
-    if len(data) * latent_dim * sum(p.numel() for p in params.values()) > MAX_JACOBIAN_VALUES:
+    n_params = sum(p.numel() for p in params.values())
+    if gauss_newton_bytes(len(data), latent_dim, n_params, n_gradient_rows) > budget_bytes(max_memory_mb):
         return False
     return n_vectors is None or depth is None or n_vectors * depth >= 2 * len(data) * latent_dim
 
 
 def resolve_hessian(model: nn.Module, data: torch.Tensor, hessian: str = "auto", n_vectors: int | None = None,
-                    depth: int | None = None, param_filter: ParamFilter = is_encoder_param) -> str:
-    """The Hessian ``influence_scores(..., hessian=hessian)`` uses (``n_vectors``: min(n_train, n_test))."""
+                    depth: int | None = None, param_filter: ParamFilter = is_encoder_param,
+                    n_gradient_rows: int = 0, max_memory_mb: float | None = None) -> str:
+    """The Hessian ``influence_scores(..., hessian=hessian)`` uses.
+
+    ``n_vectors`` is min(n_train, n_test) and ``n_gradient_rows`` n_train + n_test.
+    """
     if hessian != "auto":
         return hessian
     with eval_on(model, resolve_device(None, model)):
         params = selected_parameters(model, param_filter)
-        return "gauss_newton" if gauss_newton_applies(model, params, data, n_vectors, depth) else "exact"
+        applies = gauss_newton_applies(model, params, data, n_vectors, depth, n_gradient_rows, max_memory_mb)
+        return "gauss_newton" if applies else "exact"
 
 
 def latent_mode_applies(model: nn.Module, params: dict[str, torch.Tensor], probe: torch.Tensor) -> bool:
@@ -252,6 +305,7 @@ def influence_scores(
     batch_size: int = 64,
     device: torch.device | str | None = None,
     progress: Progress = None,
+    max_memory_mb: float | None = None,
 ) -> torch.Tensor:
     """LiSSA influence scores ``(n_test, n_train)`` as float32 on the CPU.
 
@@ -271,10 +325,15 @@ def influence_scores(
             ``"gauss_newton"`` (the encoder linearised around its weights, decoder and loss curvature
             kept; same recursion, run in latent-Jacobian coordinates in seconds; decoder∘encoder
             models of moderate size only, see :mod:`.gauss_newton`), or ``"auto"``: Gauss–Newton
-            where it applies (no recurrent layer, Jacobian fits in memory), exact otherwise.
+            where it applies (no recurrent layer, Jacobian and gradients fit in ``max_memory_mb``),
+            exact otherwise.
         hvp_batch: vectors per batched double-backward call (default 1 on CPU, 32 on CUDA).
-        rhs_chunk_size: right-hand sides kept in memory at once (bounds memory; the
-            minibatch sequence is shared by all chunks).
+        rhs_chunk_size: right-hand sides solved at once (default: as many as ``max_memory_mb`` allows;
+            the minibatch sequence is shared by all chunks).
+        max_memory_mb: budget for the per-example gradient rows, LiSSA vectors and Hessian graph held
+            at once (default :data:`.streaming.DEFAULT_MEMORY_MB`). The exact estimator streams within it
+            (same scores, more gradient recomputation, minibatch graphs built in parts); Gauss–Newton must
+            fit its Jacobian in it.
     """
     check_positive(
         damp=damp, scale=scale, recursion_depth=recursion_depth, minibatch_size=minibatch_size,
@@ -298,6 +357,7 @@ def influence_scores(
         direction = "test" if len(x_test) < len(x_train) else "train"
     dev = resolve_device(device, model)
     hvp_batch = hvp_batch or (32 if dev.type == "cuda" else 1)
+    n_bytes = budget_bytes(max_memory_mb)
 
     with eval_on(model, dev):
         params = selected_parameters(model, param_filter)
@@ -305,54 +365,95 @@ def influence_scores(
         data_dev = data.to(dev)
         if hessian == "auto":
             n_vectors = min(len(x_train), len(x_test))
-            hessian = "gauss_newton" if gauss_newton_applies(model, params, data_dev, n_vectors, len(batches)) \
-                else "exact"
+            applies = gauss_newton_applies(model, params, data_dev, n_vectors, len(batches),
+                                           len(x_train) + len(x_test), max_memory_mb)
+            hessian = "gauss_newton" if applies else "exact"
         if hessian == "gauss_newton":
             return _gauss_newton_scores(model, params, data_dev, x_train, x_test, loss_fn, param_filter, batches,
-                                        damp, scale, n_scale, direction, batch_size, dev, progress)
+                                        damp, scale, n_scale, direction, batch_size, dev, progress, n_bytes)
+        # Half the budget for the gradient rows and LiSSA vectors, half for the Hessian's autograd graph.
+        graph_bytes, n_bytes = n_bytes // 2, n_bytes // 2
+        latent_batch = BlockPlan.for_budget(graph_bytes, 4 * n_params, batch_size).batch
+        full = None
         mode = hvp_mode
         n_rhs = len(x_train) if direction == "train" else len(x_test)
         if mode == "auto":
             # The latent surrogate saves ~40% per HVP but first needs one latent Hessian per data row
             # (about 30 example-HVPs' worth); RNN decoders would need a slow vmapped double backward.
-            worth_it = n_rhs * len(batches) >= len(data) and not has_rnn(model)
-            mode = "latent" if worth_it and latent_mode_applies(model, params, data_dev[:8]) else "full"
+            # Its graph runs through the encoder only, so it also pays off when the full graph of a
+            # minibatch would not fit in the budget and had to be built in parts.
+            full = BatchHessian(model, params, data_dev, loss_fn, "full", hvp_batch, max_graph_bytes=graph_bytes)
+            split = full.graph_examples < len(batches[0].unique()) if batches else False
+            worth_it = n_rhs * len(batches) >= len(data) or split
+            latent_ok = not has_rnn(model) and latent_mode_applies(model, params, data_dev[:8])
+            mode = "latent" if worth_it and latent_ok else "full"
         elif mode == "latent" and not latent_mode_applies(model, params, data_dev[:8]):
             raise ParameterError(
                 "hvp_mode='latent' needs model(x) == model.decoder(model.encoder(x)) and encoder-only parameters"
             )
         try:
-            hessian = BatchHessian(model, params, data_dev, loss_fn, mode, hvp_batch)
+            hessian = full if mode == "full" and full is not None else BatchHessian(
+                model, params, data_dev, loss_fn, mode, hvp_batch, latent_batch, graph_bytes)
         except (RuntimeError, NotImplementedError) as exc:
             if hvp_mode == "latent":
                 raise
             warnings.warn(f"latent HVP mode unavailable ({exc.__class__.__name__}); using full HVPs", stacklevel=2)
-            hessian = BatchHessian(model, params, data_dev, loss_fn, "full", hvp_batch)
+            hessian = full or BatchHessian(model, params, data_dev, loss_fn, "full", hvp_batch,
+                                           max_graph_bytes=graph_bytes)
 
-        g_train = _grads_on_device(model, x_train, loss_fn, param_filter, batch_size, dev)
-        g_test = _grads_on_device(model, x_test, loss_fn, param_filter, batch_size, dev)
-        rhs = g_train if direction == "train" else g_test
-        chunk = rhs_chunk_size or max(1, min(len(rhs), 2**28 // max(1, n_params)))
-        n_chunks = -(-len(rhs) // chunk)
-        total = n_chunks * len(batches)
-        solved = torch.empty_like(rhs)
-        for ci, start in enumerate(range(0, len(rhs), chunk)):
-            g = rhs[start : start + chunk]
-            if direction == "train":
-                solved[start : start + len(g)] = _lissa(hessian, g, batches, damp, scale, progress, ci, total)
-            else:
-                solved[start : start + len(g)] = _lissa_transposed(
-                    hessian, g, batches, damp, scale, progress, ci, total
-                )
-        solved /= scale * n_scale
-        scores = g_test @ solved.T if direction == "train" else solved @ g_train.T
+        x_rhs, x_other = (x_train, x_test) if direction == "train" else (x_test, x_train)
+
+        def rows(x: torch.Tensor) -> GradientRows:
+            return GradientRows(model, x, n_params, lambda xb, batch: _grads_on_device(
+                model, xb, loss_fn, param_filter, batch, dev))
+
+        solve = _lissa if direction == "train" else _lissa_transposed
+        scores = _solve_streamed(hessian, rows(x_rhs), rows(x_other), solve, batches, damp, scale * n_scale,
+                                 scale, rhs_chunk_size, batch_size, n_bytes, progress)
+        scores = scores.T if direction == "train" else scores
     return scores.float().cpu()
+
+
+def _solve_streamed(
+    hessian: BatchHessian, rhs: GradientRows, other: GradientRows, solve, batches: list[torch.Tensor],
+    damp: float, divisor: float, scale: float, chunk: int | None, batch_size: int, n_bytes: int,
+    progress: Progress,
+) -> torch.Tensor:
+    """``(solved rhs rows) · (other rows)ᵀ``, shape ``(n_rhs, n_other)``, with the gradient rows in the budget.
+
+    Each chunk of right-hand sides keeps about five rows per vector (gradient,
+    iterate, HVPs, sum); the other side is held once when it fits in what is
+    left and otherwise recomputed in blocks for every chunk.
+    """
+    row_bytes = 4 * rhs.width
+    budget_rows = max(1, n_bytes // row_bytes)
+    fits = 5 * len(rhs) + len(other) <= budget_rows
+    chunk = chunk or (len(rhs) if fits else max(1, budget_rows // 10))
+    left_rows = max(1, budget_rows - 5 * chunk)
+    plan = BlockPlan.for_budget(left_rows * row_bytes, row_bytes, batch_size)
+    g_other = other.rows(0, len(other), plan.batch) if fits or len(other) <= plan.hold else None
+    out = torch.empty(len(rhs), len(other))
+    n_chunks = -(-len(rhs) // chunk)
+    total = n_chunks * len(batches)
+    for ci, start in enumerate(range(0, len(rhs), chunk)):
+        stop = min(len(rhs), start + chunk)
+        solved = solve(hessian, rhs.rows(start, stop, min(batch_size, chunk)), batches, damp, scale, progress, ci,
+                       total)
+        solved /= divisor
+        if g_other is not None:
+            out[start:stop] = (solved @ g_other.T).cpu()
+            continue
+        for o0 in range(0, len(other), plan.hold):
+            o1 = min(len(other), o0 + plan.hold)
+            out[start:stop, o0:o1] = (solved @ other.rows(o0, o1, plan.batch).T).cpu()
+    return out
 
 
 def _gauss_newton_scores(
     model: nn.Module, params: dict[str, torch.Tensor], data: torch.Tensor, x_train: torch.Tensor,
     x_test: torch.Tensor, loss_fn: LossFn, param_filter: ParamFilter, batches: list[torch.Tensor], damp: float,
     scale: float, n_scale: int, direction: str, batch_size: int, dev: torch.device, progress: Progress,
+    n_bytes: int,
 ) -> torch.Tensor:
     """Influence scores with the encoder-Gauss–Newton Hessian (see :mod:`.gauss_newton`)."""
     if not latent_mode_applies(model, params, data[:8]):
@@ -365,7 +466,7 @@ def _gauss_newton_scores(
     n_params = sum(p.numel() for p in params.values())
     with torch.no_grad():
         latent_dim = model.encoder(data[:1]).shape[1]
-    check_jacobian_size(len(data), latent_dim, n_params)
+    check_gauss_newton_memory(len(data), latent_dim, n_params, len(x_train) + len(x_test), n_bytes)
     hessian = BatchHessian(model, params, data, loss_fn, "latent", latent_batch_size=batch_size)
     encoder_params = {name[len("encoder."):]: p for name, p in params.items()}
     jacobians = latent_jacobians(model.encoder, encoder_params, data, batch_size)

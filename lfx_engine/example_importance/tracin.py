@@ -1,8 +1,11 @@
 """TracIn: sum over saved checkpoints of per-example gradient dot products.
 
-``S[test, train] = Σ_c lr_c · ∇θe L_c(x_test) · ∇θe L_c(x_train)``, one matrix
-product per checkpoint on in-memory gradient matrices (no per-pair file loads).
-The model's final weights, mode and device are restored afterwards.
+``S[test, train] = Σ_c lr_c · ∇θe L_c(x_test) · ∇θe L_c(x_train)``: per
+checkpoint, the per-example gradients are multiplied as in-memory matrices (no
+per-pair file loads), with linear layers kept as gradient factors
+(:mod:`.factored`) and in blocks when both sides do not fit in ``max_memory_mb``
+(:mod:`.streaming`). The model's final weights, mode and device are restored
+afterwards.
 """
 from __future__ import annotations
 
@@ -14,7 +17,9 @@ from torch import nn
 
 from ..errors import CheckpointError, ParameterError
 from ._common import Progress, eval_on, report, resolve_device
-from .gradients import LossFn, ParamFilter, _grads_on_device, is_encoder_param, mse_per_example
+from .gradients import LossFn, ParamFilter, _grads_on_device, is_encoder_param, mse_per_example, selected_parameters
+from .factored import FactoredRows, factorable_linears, factored_grads, row_width
+from .streaming import GradientRows, budget_bytes, streamed_product
 
 Checkpoint = Mapping[str, torch.Tensor] | str | Path
 
@@ -62,43 +67,53 @@ def tracin_scores(
     projection_seed: int = 0,
     device: torch.device | str | None = None,
     progress: Progress = None,
+    max_memory_mb: float | None = None,
 ) -> torch.Tensor:
     """TracIn scores ``(n_test, n_train)`` as float32 on the CPU.
 
     ``lr_factor`` is one factor for all checkpoints or one per checkpoint.
     ``projection_dim`` replaces exact gradients by a seeded random projection
-    (for browsing large training sets).
+    (for browsing large training sets). ``max_memory_mb`` bounds the gradient
+    rows held at once (default :data:`.streaming.DEFAULT_MEMORY_MB`); below
+    ``(n_train + n_test) × P × 4`` bytes the scores are the same but one side is
+    recomputed per held block.
     """
     if not checkpoints:
         raise ParameterError("TracIn needs at least one checkpoint; train with checkpointing enabled")
     factors = [float(lr_factor)] * len(checkpoints) if isinstance(lr_factor, (int, float)) else list(lr_factor)
     if len(factors) != len(checkpoints):
         raise ParameterError(f"{len(factors)} learning-rate factors for {len(checkpoints)} checkpoints")
+    n_bytes = budget_bytes(max_memory_mb)
     dev = resolve_device(device, model)
-    total = len(checkpoints) * (len(x_train) + len(x_test))
     scores = torch.zeros(len(x_test), len(x_train), dtype=torch.float32, device=dev)
     with eval_on(model, dev, restore_weights=True):
+        names = selected_parameters(model, param_filter)
+        # Linear layers as factors (same dot products, far fewer numbers per row) unless projecting.
+        layers = {} if projection_dim else factorable_linears(model, set(names), x_train[:2].to(dev))
+        factored = {f"{n}.{p}" for n, m in layers.items() for p, _ in m.named_parameters(recurse=False)}
+        n_dense = sum(p.numel() for n, p in names.items() if n not in factored)
+        width = projection_dim or row_width(n_dense, list(layers.values()))
+
+        def compute(xb: torch.Tensor, batch: int) -> torch.Tensor | FactoredRows:
+            if layers:
+                return factored_grads(model, xb, loss_fn, param_filter, layers, batch, dev)
+            return _grads_on_device(model, xb, loss_fn, param_filter, batch, dev, projection_dim, projection_seed)
+
+        def source(x: torch.Tensor) -> GradientRows:
+            return GradientRows(model, x, width, compute)
+
         for c, (checkpoint, factor) in enumerate(zip(checkpoints, factors)):
             try:
                 model.load_state_dict(load_checkpoint(checkpoint))
             except RuntimeError as exc:
                 raise CheckpointError(f"TracIn checkpoint {c} does not match the model: {exc}") from exc
-            done = c * (len(x_train) + len(x_test))
-            g_train = _grads_on_device(
-                model, x_train, loss_fn, param_filter, batch_size, dev, projection_dim, projection_seed,
-                _shifted(progress, done, total),
-            )
-            g_test = _grads_on_device(
-                model, x_test, loss_fn, param_filter, batch_size, dev, projection_dim, projection_seed,
-                _shifted(progress, done + len(x_train), total),
-            )
-            scores += factor * (g_test @ g_train.T)
-            del g_train, g_test
+            streamed_product(source(x_test), source(x_train), n_bytes, batch_size, scores, factor,
+                             _per_checkpoint(progress, c, len(checkpoints)))
     return scores.cpu()
 
 
-def _shifted(progress: Progress, offset: int, total: int) -> Progress:
-    """A progress callback that reports ``offset + done`` out of ``total``."""
+def _per_checkpoint(progress: Progress, index: int, count: int) -> Progress:
+    """A progress callback for checkpoint ``index`` of ``count``, reported in thousandths of the whole run."""
     if progress is None:
         return None
-    return lambda done, _total: report(progress, offset + done, total)
+    return lambda done, total: report(progress, round(1000 * (index + done / max(1, total)) / count), 1000)

@@ -124,10 +124,12 @@ def run_reproduce(args: argparse.Namespace) -> int:
         raise ParameterError(f"--n-train must be a positive integer, got {args.n_train}")
     if args.steps is not None and args.steps < 1:
         raise ParameterError(f"--steps must be a positive integer, got {args.steps}")
+    if args.max_memory_mb is not None and not args.max_memory_mb > 0:
+        raise ParameterError(f"--max-memory-mb must be a positive number, got {args.max_memory_mb}")
     options = {"n_test": args.n_test, "n_train": args.n_train, "steps": args.steps, "seed": args.seed,
                "device": _device(args.device), "leaky_relu": True if args.leaky_relu else None,
                "use_cache": False if args.no_cache else None,
-               "if_hessian": args.if_hessian, "full_output": args.full_output}
+               "if_hessian": args.if_hessian, "full_output": args.full_output, "max_memory_mb": args.max_memory_mb}
     command = command_line(args)
     if args.experiment == "all":
         pairs = [(e, d) for e in EXPERIMENTS for d in EXPERIMENT_DATASETS[e] if args.data in (None, "all", d)]
@@ -170,7 +172,7 @@ def command_line(args: argparse.Namespace) -> str:
     for flag, value in (("--data", args.data), ("--results", args.results), ("--n-test", args.n_test),
                         ("--n-train", args.n_train), ("--device", args.device), ("--seed", args.seed),
                         ("--steps", args.steps), ("--if-hessian", args.if_hessian),
-                        ("--full-output", args.full_output)):
+                        ("--full-output", args.full_output), ("--max-memory-mb", args.max_memory_mb)):
         if value is not None:
             parts.append(f"{flag} {value}")
     parts += [flag for flag, on in (("--quick", args.quick), ("--leaky-relu", args.leaky_relu),
@@ -204,6 +206,10 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--if-hessian", choices=("auto", "exact", "gauss_newton"),
                         help="consistency_examples: Influence Functions Hessian (default auto: the fast "
                              "encoder-Gauss-Newton one for image AEs, exact LiSSA otherwise)")
+    parser.add_argument("--max-memory-mb", type=float,
+                        help="consistency_examples: memory budget of the per-example gradients TracIn and "
+                             "Influence Functions hold at once (default 2048); below it they stream in blocks "
+                             "and give the same scores, more slowly")
     parser.add_argument("--full-output", choices=("logits", "softmax"),
                         help="encoder_vs_full: explain the classifier through its logits (default, METHOD) or "
                              "its softmax probabilities (as the earlier code's Softmax-ended classifier did)")

@@ -86,11 +86,14 @@ def example_subsets(dataset: str, n_train: int, n_test: int) -> tuple[Split, Spl
 
 def explainer_scores(result: ExperimentResult | None, hub: ModelHub, name: str, dataset: str, explainer: str,
                      train: Split, test: Split, params: dict[str, Any], *, device: torch.device,
-                     use_cache: bool = True, progress: ProgressFn | None = None) -> dict[str, np.ndarray]:
+                     use_cache: bool = True, progress: ProgressFn | None = None,
+                     max_memory_mb: float | None = None) -> dict[str, np.ndarray]:
     """Score matrix ``(n_test, n_train)`` (and SimplEx residuals) of one explainer; disk-cached.
 
     The model is reset to its final weights for every explainer (each works on
     a fresh copy in eval mode); IF and TracIn differentiate the encoder only.
+    ``max_memory_mb`` bounds their gradient buffers; it changes the scores only
+    through the Hessian ``"auto"`` picks, which is part of the cache key.
     """
     record = hub.record(name)
     parts = {"experiment": EXPERIMENT, "model": name, "sha256": record["sha256"], "data": data_fingerprint(dataset),
@@ -99,6 +102,10 @@ def explainer_scores(result: ExperimentResult | None, hub: ModelHub, name: str, 
     if explainer == "tracin":
         parts["tracin"] = [t["sha256"] for t in record.get("tracin_checkpoints", [])]
     loss_fn = l1_per_example if dataset == "ecg5000" else mse_per_example
+    if explainer == "influence":
+        parts["hessian_resolved"] = resolve_hessian(
+            hub.load(name), train.x.to(device), params["hessian"], min(len(train), len(test)),
+            params["recursion_depth"], n_gradient_rows=len(train) + len(test), max_memory_mb=max_memory_mb)
 
     def compute() -> dict[str, np.ndarray]:
         model = copy.deepcopy(hub.load(name)).eval()
@@ -116,13 +123,13 @@ def explainer_scores(result: ExperimentResult | None, hub: ModelHub, name: str, 
         if explainer == "tracin":
             states = [state for _, state, _ in hub.tracin_states(name)]
             return {"scores": tracin_scores(model, states, train.x, test.x, loss_fn=loss_fn, device=device,
-                                            progress=progress).numpy()}
-        hessian = resolve_hessian(model, train.x.to(device), params["hessian"], min(len(train), len(test)),
-                                  params["recursion_depth"])
+                                            progress=progress, max_memory_mb=max_memory_mb).numpy()}
+        hessian = parts["hessian_resolved"]
         return {"hessian": np.array(hessian), "scores": influence_scores(
             model, train.x, test.x, loss_fn=loss_fn, damp=params["damp"], scale=params["scale"],
             recursion_depth=params["recursion_depth"], minibatch_size=params["minibatch_size"], seed=params["seed"],
-            n_train_for_scaling=len(train), hessian=hessian, device=device, progress=progress).numpy()}
+            n_train_for_scaling=len(train), hessian=hessian, device=device, progress=progress,
+            max_memory_mb=max_memory_mb).numpy()}
 
     return cached_arrays(result, "exp_example_scores", parts, compute, use_cache)
 
@@ -143,6 +150,7 @@ def run_consistency_examples(
     simplex_steps: int = 1000,
     simplex_lr: float = 0.1,
     seed: int = 0,
+    max_memory_mb: float | None = None,
     device: torch.device | str | None = None,
     use_cache: bool = True,
     progress: ProgressFn | None = None,
@@ -156,6 +164,8 @@ def run_consistency_examples(
     encoder-Gauss–Newton Hessian where it applies (image AEs; minutes instead of
     hours on a CPU, scores within 0.3% of the exact LiSSA on MNIST) and the
     exact Hessian elsewhere (the ECG LSTM); ``"exact"`` forces METHOD's estimator.
+    ``max_memory_mb`` bounds the per-example gradients TracIn and IF hold at once
+    (default 2048; they stream in blocks below that, with the same scores).
     Explainers whose inputs are missing (TracIn without saved checkpoints) are
     left out with a note. Tables: ``similarity`` (explainer, fraction, n, most,
     least, prior), ``timings``, ``simplex_residuals``.
@@ -201,7 +211,7 @@ def run_consistency_examples(
         misses = result.cache_stats["misses"]
         t0 = time.perf_counter()
         arrays = explainer_scores(result, hub, name, dataset, explainer, train, test, settings[explainer],
-                                  device=dev, use_cache=use_cache)
+                                  device=dev, use_cache=use_cache, max_memory_mb=max_memory_mb)
         seconds = time.perf_counter() - t0
         timings.append({"explainer": explainer, "seconds": round(seconds, 3),
                         "from_cache": result.cache_stats["misses"] == misses and use_cache})
