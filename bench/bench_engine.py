@@ -60,7 +60,7 @@ class Sizes:
     lfxai_if_train: int = 5
     lfxai_if_test: int = 100
     if_train: int | None = None  # our IF's training columns (None: all); fewer → time extrapolated
-    tracin_budget_mb: float = 2.0  # max_memory_mb of the low-memory TracIn rows
+    tracin_budgets_mb: tuple[float, ...] = (1.0, 2.0)  # max_memory_mb of the low-memory TracIn rows
     if_budget_mb: float = 32.0  # max_memory_mb of the low-memory exact IF rows
 
 
@@ -466,25 +466,26 @@ def run(sizes: Sizes, seed: int, quick: bool) -> tuple[list[Row], dict[str, Any]
         row.overlap, row.overlap_k = topk_overlap(sub, theirs, k=min(10, n_tr // 2)), min(10, n_tr // 2)
         row.notes.append(f"vs lfxai's exact LiSSA: relative difference {rel_diff(sub, theirs):.1e}")
     rows.append(row)
-    rows.append(_all_methods_row(rows, size))
-    low = _all_methods_row(rows, size, low_memory=True)
+    rows.append(_all_methods_row(rows, size, sizes))
+    low = _all_methods_row(rows, size, sizes, low_memory=True)
     if low is not None:
         rows.append(low)
     model.load_state_dict(final_state)
     return rows, info
 
 
-def _all_methods_row(rows: list[Row], size: str, low_memory: bool = False) -> Row | None:
+def _all_methods_row(rows: list[Row], size: str, sizes: Sizes, low_memory: bool = False) -> Row | None:
     """The five example-importance methods end to end vs lfxai's four.
 
     The default combination takes IF with the Gauss–Newton Hessian; ``low_memory`` takes the
-    ``max_memory_mb`` rows of TracIn and the exact IF instead.
+    smallest-budget ``max_memory_mb`` rows of TracIn and the exact IF instead.
     """
     def wanted(r: Row) -> bool:
         if r.method.startswith(("DKNN", "Cosine", "SimplEx")):
             return True
         if low_memory:
-            return r.method.startswith(("TracIn, max_memory_mb", "Influence functions (exact LiSSA), max_memory"))
+            return r.method.startswith((f"TracIn, max_memory_mb={min(sizes.tracin_budgets_mb):g}",
+                                        "Influence functions (exact LiSSA), max_memory"))
         return r.method.startswith("TracIn (") or "Gauss–Newton" in r.method
 
     picked = [r for r in rows if wanted(r)]
@@ -556,23 +557,26 @@ def _score_matrix_growth_mb(n_rows: int, n_cols: int, measured_rows: int, measur
 
 def _low_memory_tracin(full: Row, model: nn.Module, checkpoints: list[Path], x_train: torch.Tensor,
                        x_test: torch.Tensor, reference: torch.Tensor, sizes: Sizes) -> list[Row]:
-    """Our TracIn under ``max_memory_mb``: at full size, and at the size lfxai was measured at."""
-    budget = sizes.tracin_budget_mb
-    log(f"TracIn: ours, max_memory_mb={budget:g}")
-    with measured() as m:
-        tight = tracin_scores(model, checkpoints, x_train, x_test, batch_size=128, max_memory_mb=budget)
-    at_full = Row(f"TracIn, max_memory_mb={budget:g}", full.ours_size, m, full.lfxai_size, full.lfxai,
-                  full.lfxai_full_s, full.extrapolated, lfxai_full_peak=full.lfxai_full_peak,
-                  notes=[f"relative difference to the unbounded run {rel_diff(tight, reference):.1e}"])
-    rows = [at_full]
+    """Our TracIn under each ``max_memory_mb``: at full size, and at the size lfxai was measured at."""
+    rows = []
+    for budget in sizes.tracin_budgets_mb:
+        log(f"TracIn: ours, max_memory_mb={budget:g}")
+        with measured() as m:
+            tight = tracin_scores(model, checkpoints, x_train, x_test, batch_size=128, max_memory_mb=budget)
+        rows.append(Row(f"TracIn, max_memory_mb={budget:g}", full.ours_size, m, full.lfxai_size, full.lfxai,
+                        full.lfxai_full_s, full.extrapolated, lfxai_full_peak=full.lfxai_full_peak,
+                        notes=[f"relative difference to the unbounded run {rel_diff(tight, reference):.1e}"]))
     if full.lfxai is None:
         return rows
     n = sizes.lfxai_tracin[1]
-    with measured() as m:
-        small = tracin_scores(model, checkpoints, x_train[:n], x_test[:n], batch_size=128, max_memory_mb=budget)
-    rows.append(Row(f"TracIn at lfxai's size, max_memory_mb={budget:g}", f"{n}×{n}", m, f"{n}×{n}", full.lfxai,
-                    full.lfxai.seconds,
-                    notes=[f"relative difference to the full run's block {rel_diff(small, reference[:n, :n]):.1e}"]))
+    for budget in sizes.tracin_budgets_mb:
+        with measured() as m:
+            small = tracin_scores(model, checkpoints, x_train[:n], x_test[:n], batch_size=128,
+                                  max_memory_mb=budget)
+        rows.append(Row(f"TracIn at lfxai's size, max_memory_mb={budget:g}", f"{n}×{n}", m, f"{n}×{n}",
+                        full.lfxai, full.lfxai.seconds,
+                        notes=[f"relative difference to the full run's block "
+                               f"{rel_diff(small, reference[:n, :n]):.1e}"]))
     return rows
 
 

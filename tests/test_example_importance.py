@@ -617,3 +617,23 @@ def test_batch_hessian_split_into_parts_gives_the_same_products(mode: str) -> No
     assert len(split._parts) == 4  # seven distinct examples, two per part
     expected = whole.apply(vectors)
     assert torch.allclose(split.apply(vectors), expected, rtol=1e-4, atol=1e-6 * expected.abs().max())
+
+
+def test_gauss_newton_through_influence_scores_reports_progress_and_picks_the_cheaper_route(monkeypatch) -> None:
+    import lfx_engine.example_importance.gauss_newton as gn
+
+    model = conv_model()
+    data = torch.rand(6, 1, 8, 8)
+    taken: list[str] = []
+    for name in ("_solve_in_jacobian_span", "_solve_in_parameter_space"):
+        original = getattr(gn, name)
+        monkeypatch.setattr(gn, name, lambda *a, _f=original, _n=name, **k: (taken.append(_n), _f(*a, **k))[1])
+    seen: list[tuple[int, int]] = []
+    # many right-hand sides and iterations against 6×2 Jacobian rows: the Gram-matrix route is cheaper
+    influence_scores(model, data, data, hessian="gauss_newton", recursion_depth=40, minibatch_size=4,
+                     progress=lambda done, total: seen.append((done, total)))
+    assert taken == ["_solve_in_jacobian_span"]
+    assert seen and seen[-1] == (40, 40)
+    with pytest.raises(ParameterError, match="route"):
+        gn.gauss_newton_lissa(torch.zeros(2, 3), torch.zeros(1, 2, 2), torch.zeros(1, 3), torch.zeros(1, 3),
+                              [torch.tensor([0])], 0.1, 1.0, 1, route="fast")

@@ -88,6 +88,7 @@ def gauss_newton_lissa(
     damp: float,
     scale: float,
     n_scale: int,
+    *,
     direction: str = "auto",
     route: str = "auto",
     progress: Progress = None,
@@ -118,6 +119,8 @@ def gauss_newton_lissa(
         + n_jac * n_params * (len(g_train) + len(g_test))
     if route == "auto":
         route = "span" if gram_cost < parameter_cost else "parameters"
+    if route not in ("span", "parameters"):
+        raise ParameterError(f"route must be 'span', 'parameters' or 'auto', got {route!r}")
     solve = _solve_in_jacobian_span if route == "span" else _solve_in_parameter_space
     scores = solve(jacobians, latent_hessians, rhs, g_train if direction == "test" else g_test, steps,
                    damp, scale, transposed=direction == "test", progress=progress)

@@ -472,8 +472,8 @@ def _gauss_newton_scores(
     jacobians = latent_jacobians(model.encoder, encoder_params, data, batch_size)
     g_train = _grads_on_device(model, x_train, loss_fn, param_filter, batch_size, dev)
     g_test = _grads_on_device(model, x_test, loss_fn, param_filter, batch_size, dev)
-    scores = gauss_newton_lissa(jacobians, hessian.k, g_train, g_test, batches, damp, scale, n_scale, direction,
-                                progress)
+    scores = gauss_newton_lissa(jacobians, hessian.k, g_train, g_test, batches, damp, scale, n_scale,
+                                direction=direction, progress=progress)
     return scores.float().cpu()
 
 
