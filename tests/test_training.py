@@ -311,12 +311,12 @@ def test_interrupted_write_leaves_no_file(tmp_path, monkeypatch, good_checkpoint
 
 def test_zoo_table():
     names = set(ZOO)
-    assert {"mnist_dae_consistency", "ecg5000_lstm_ae", "cifar10_dae_consistency", "mnist_pretext_denoising_run3",
+    assert {"mnist_dae_consistency", "ecg5000_lstm_ae", "cifar10_dae_consistency", "mnist_pretext_denoising_run5",
             "mnist_pretext_classification_run1", "mnist_betavae_b5_run2", "mnist_btcvae_b10_run1",
             "cifar10_pretext_inpainting_run2", "cifar10_btcvae_b1_run2", "dsprites_betavae_b10_run3",
             "cifar100_pretext_classification_run1"} <= names
     count = lambda prefix: sum(n.startswith(prefix) for n in names)  # noqa: E731
-    assert count("mnist_pretext_") == 12 and count("mnist_betavae_") == 9 and count("mnist_btcvae_") == 9
+    assert count("mnist_pretext_") == 20 and count("mnist_betavae_") == 15 and count("mnist_btcvae_") == 15
     assert count("cifar10_pretext_") == 8 and count("cifar10_betavae_") + count("cifar10_btcvae_") == 12
     assert count("dsprites_") == 18
     assert {e.name for e in ZOO.values() if e.tracin} == {"mnist_dae_consistency", "cifar10_dae_consistency",

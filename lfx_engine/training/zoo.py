@@ -103,7 +103,7 @@ def _build_zoo() -> dict[str, ZooEntry]:
     entries: list[ZooEntry] = []
     image = {
         # dataset: (ae arch, classifier arch, vae arch, d, vae d, runs, shipped, extra classifier kwargs)
-        "mnist": ("mnist_ae", "mnist_classifier", "vae_mnist32", 4, 3, 3, True, ()),
+        "mnist": ("mnist_ae", "mnist_classifier", "vae_mnist32", 4, 3, 5, True, ()),
         "cifar10": ("cifar_ae", "cifar_classifier", "vae_cifar", 16, 16, 2, True, ()),
         "cifar100": ("cifar_ae", "cifar_classifier", "vae_cifar", 16, 16, 2, False, (("n_classes", 100),)),
     }
