@@ -328,7 +328,7 @@ def test_zoo_table():
     assert ZOO["ecg5000_lstm_ae"].split == "examples_train" and ZOO["ecg5000_lstm_ae"].batch_size == 20
     assert ZOO["dsprites_betavae_b1_run1"].batch_size == 500
     assert dict(ZOO["cifar100_pretext_classification_run2"].extra_kwargs) == {"n_classes": 100}
-    assert len(select_entries("mnist_pretext_*")) == 12
+    assert len(select_entries("mnist_pretext_*")) == 20
     assert all(e.shipped for e in select_entries("all"))
     assert len(select_entries("all", dataset="cifar100")) == 21
     with pytest.raises(ParameterError):
@@ -392,7 +392,7 @@ def test_cli_train_then_list_and_load(tmp_path, fake_data, capsys):
     line = next(l for l in table.splitlines() if l.startswith("mnist_dae_consistency "))
     assert "trained" in line and "not trained" not in line
     assert "not trained" in next(l for l in table.splitlines() if l.startswith("mnist_betavae_b1_run1 "))
-    assert "2 of 92 entries trained" in table
+    assert "2 of 112 entries trained" in table
     assert main(["zoo", "verify", "--out", str(out)]) == 0
     # tampering is detected by the manifest's sha256
     (out / record["file"]).write_bytes(b"\x00" * 10)
