@@ -45,6 +45,7 @@ from lfx_engine.example_importance import (
     tracin_scores,
 )
 from lfx_engine.example_importance.gradients import l1_per_example, mse_per_example
+from lfx_engine.example_importance.streaming import DEFAULT_MEMORY_MB
 from lfx_engine.feature_importance import aggregate_channels, label_free_attribution, unit_attribution
 from lfx_engine.metrics import shift_curve, similarity_rates
 from lfx_engine.metrics.masking import DEFAULT_PERCENTS, feature_count, mask_inputs
@@ -343,8 +344,10 @@ class Explorer:
         """(n_test, n_train) example-importance scores on the balanced subsets; cached on disk.
 
         ``params`` are the method's own settings (influence: ``damp``, ``scale``,
-        ``recursion_depth``, ``minibatch_size``; simplex: ``steps``, ``lr``); they
-        are part of the cache key.
+        ``recursion_depth``, ``minibatch_size``, ``hessian``, ``max_memory_mb``;
+        tracin: ``projection_dim``, ``max_memory_mb``; simplex: ``steps``, ``lr``);
+        they are part of the cache key, except the memory budget, which leaves the
+        scores unchanged (it counts only where it can change the Hessian ``auto`` picks).
         """
         params = self._check_example_params(name, method, params)
         train_idx, test_idx = self.example_subsets(name, n)
@@ -358,6 +361,10 @@ class Explorer:
         return cache.cached("examples", self._examples_key(name, method, n, params), compute)["scores"]
 
     def _examples_key(self, name: str, method: str, n: int, params: dict[str, Any]) -> dict[str, Any]:
+        params = dict(params)
+        budget = params.pop("max_memory_mb", DEFAULT_MEMORY_MB)
+        if method == "influence" and params.get("hessian", "exact") == "auto" and budget != DEFAULT_MEMORY_MB:
+            params["max_memory_mb"] = budget
         extra = {"params": params} if params else {}
         return self._key(name, method=method, n=n, **extra)
 
@@ -507,17 +514,20 @@ class Explorer:
         """Default settings of an example-importance method for this model (METHOD §3)."""
         if method == "influence":
             batch = 20 if self.choice(name).dataset == "ecg5000" else 300
-            return {"damp": 1e-3, "scale": 1000.0, "recursion_depth": 100, "minibatch_size": batch, "hessian": "auto"}
+            return {"damp": 1e-3, "scale": 1000.0, "recursion_depth": 100, "minibatch_size": batch, "hessian": "auto",
+                    "max_memory_mb": DEFAULT_MEMORY_MB}
         if method == "simplex":
             return {"steps": 1000, "lr": 0.1}
+        if method == "tracin":
+            return {"max_memory_mb": DEFAULT_MEMORY_MB}
         return {}
 
     def _check_example_params(self, name: str, method: str, params: dict[str, Any] | None) -> dict[str, Any]:
         if method not in EXAMPLE_METHODS:
             raise ParameterError(f"unknown example-importance method {method!r}; choose from {EXAMPLE_METHODS}")
         params = dict(params or {})
-        allowed = {"influence": {"damp", "scale", "recursion_depth", "minibatch_size", "hessian"},
-                   "simplex": {"steps", "lr"}, "tracin": {"projection_dim"}}.get(method, set())
+        allowed = {"influence": {"damp", "scale", "recursion_depth", "minibatch_size", "hessian", "max_memory_mb"},
+                   "simplex": {"steps", "lr"}, "tracin": {"projection_dim", "max_memory_mb"}}.get(method, set())
         unknown = sorted(set(params) - allowed)
         if unknown:
             raise ParameterError(f"{METHOD_TITLES[method]} has no setting {', '.join(unknown)}"
@@ -528,7 +538,7 @@ class Explorer:
                 if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                     raise ParameterError(f"{key} must be a positive integer, got {value!r}")
                 params[key] = int(value)
-        for key in ("scale", "lr"):
+        for key in ("scale", "lr", "max_memory_mb"):
             if key in params:
                 if not np.isfinite(float(params[key])) or float(params[key]) <= 0:
                     raise ParameterError(f"{key} must be a positive number, got {params[key]!r}")

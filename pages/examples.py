@@ -36,10 +36,13 @@ PARAM_HELP = {
     "recursion_depth": "LiSSA iterations (METHOD: 100); cost grows linearly",
     "minibatch_size": "examples per Hessian minibatch (METHOD: 300 images, 20 ECG)",
     "hessian": "exact: METHOD's double-backprop HVPs; gauss_newton: encoder linearised, decoder curvature kept, "
-               "minutes instead of hours for a whole subset (scores within ~0.2% on MNIST); auto: Gauss–Newton "
-               "for a whole subset, exact for one sample",
+               "about a minute instead of an hour for a whole 1000 × 1000 MNIST subset (scores within ~0.4%); "
+               "auto: Gauss–Newton for a whole subset when it fits in the memory budget, exact otherwise",
+    "max_memory_mb": "memory for the per-example gradients held at once (default 2048 MB); below what they need, "
+                     "they are streamed in blocks: the same scores, more time",
     "steps": "Adam steps of the SimplEx fit", "lr": "Adam learning rate of the SimplEx fit",
 }
+LABELS = {"max_memory_mb": "memory budget (MB)"}
 
 router.ensure_routed()
 explorer = get_explorer()
@@ -112,7 +115,7 @@ def params_inputs(method: str) -> dict[str, Any]:
             values[key] = col.number_input(key.replace("_", " "), min_value=1, value=int(value), step=1,
                                            key=f"ex_{method}_{key}", help=PARAM_HELP.get(key))
         else:
-            values[key] = col.number_input(key.replace("_", " "), min_value=0.0, value=float(value),
+            values[key] = col.number_input(LABELS.get(key, key.replace("_", " ")), min_value=0.0, value=float(value),
                                            format="%g", key=f"ex_{method}_{key}", help=PARAM_HELP.get(key))
     return values
 

@@ -289,6 +289,11 @@ def test_examples_every_method(name: str) -> None:
                 hessian = at.selectbox(key="ex_influence_hessian")
                 assert list(hessian.options) == ["exact", "gauss_newton", "auto"] and hessian.value == "auto"
                 hessian.set_value("exact" if MODELS[name] == "ecg5000" else "gauss_newton")
+            else:
+                budget = at.number_input(key="ex_tracin_max_memory_mb")
+                assert budget.label == "memory budget (MB)" and budget.value == 2048
+                if MODELS[name] != "ecg5000":  # far below the gradients' size: streamed in blocks
+                    budget.set_value(0.5)
             ok(_submit(at, "Compute"))
         metrics = {m.label: m.value for m in at.metric}
         assert "Same class in top 8" in metrics and "Top score" in metrics
@@ -368,6 +373,12 @@ def test_explorer_sample_rows_match_the_score_matrix() -> None:
         explorer.example_scores(name, "dknn", n, params={"depth": 3})
     with pytest.raises(Exception, match="hessian must be"):
         explorer.example_scores(name, "influence", n, params={"hessian": "newton"})
+    with pytest.raises(Exception, match="max_memory_mb must be a positive"):
+        explorer.example_scores(name, "tracin", n, params={"max_memory_mb": 0})
+    # the memory budget leaves the scores unchanged, so it does not split the cache
+    assert explorer.examples_cached(name, "tracin", n, params={"max_memory_mb": 1.0})
+    assert explorer.examples_cached(name, "influence", n, params={"hessian": "exact", "max_memory_mb": 1.0}) == \
+        explorer.examples_cached(name, "influence", n, params={"hessian": "exact"})
 
 
 def test_explorer_masking_cache_round_trip_and_masked_views() -> None:
