@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib import colormaps
 from PIL import Image
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DISPLAY_SIZE = 168  # pixels on screen for one image tile
 
