@@ -509,13 +509,13 @@ def test_streamed_product_holds_no_more_rows_than_the_budget_and_matches_the_den
         return xb * 2.0
 
     dense = 4.0 * left_x @ right_x.T
-    roomy_left, roomy_right = GradientRows(None, left_x, width, compute), GradientRows(None, right_x, width, compute)
+    roomy_left, roomy_right = GradientRows(left_x, width, compute), GradientRows(right_x, width, compute)
     roomy = streamed_product(roomy_left, roomy_right, 10**9, 8, torch.zeros(23, 17))
     assert torch.allclose(roomy, dense, atol=1e-4)
     assert roomy_left.computed + roomy_right.computed == 40  # everything fits: every row once
     calls.clear()
     budget = 12 * 4 * width  # twelve rows
-    left, right = GradientRows(None, left_x, width, compute), GradientRows(None, right_x, width, compute)
+    left, right = GradientRows(left_x, width, compute), GradientRows(right_x, width, compute)
     tight = streamed_product(left, right, budget, 8, torch.zeros(23, 17), factor=0.5)
     assert torch.allclose(tight, 0.5 * dense, atol=1e-4)
     assert max(calls) <= 12  # never more rows at once than the budget

@@ -48,6 +48,11 @@ def pairwise(left: torch.Tensor | FactoredRows, right: torch.Tensor | FactoredRo
     return left @ right.T
 
 
+def factored_names(layers: dict[str, nn.Linear]) -> set[str]:
+    """Names of the parameters that ``layers`` hold (kept as factors, not as explicit columns)."""
+    return {f"{name}.{p}" for name, m in layers.items() for p, _ in m.named_parameters(recurse=False)}
+
+
 def row_width(n_dense: int, layers: list[nn.Linear]) -> int:
     """Numbers stored per example: the dense columns and each layer's ``in + 1 + out``."""
     return n_dense + sum(m.in_features + 1 + m.out_features for m in layers)
@@ -77,7 +82,7 @@ def factorable_linears(model: nn.Module, names: set[str], probe: torch.Tensor) -
 def factored_grads(model: nn.Module, x: torch.Tensor, loss_fn: LossFn, param_filter: ParamFilter,
                    layers: dict[str, nn.Linear], batch_size: int, device: torch.device) -> FactoredRows:
     """Per-example loss gradients of ``x`` with ``layers`` as factors; the model must be in eval mode."""
-    factored = {f"{name}.{p}" for name, m in layers.items() for p, _ in m.named_parameters(recurse=False)}
+    factored = factored_names(layers)
     if _has_other(model, param_filter, factored):
         dense = _grads_on_device(model, x, loss_fn, lambda n: param_filter(n) and n not in factored, batch_size,
                                  device)

@@ -232,10 +232,10 @@ def gauss_newton_applies(model: nn.Module, params: dict[str, torch.Tensor], data
     """Whether ``hessian="auto"`` takes Gauss–Newton: it can run and it pays off.
 
     It can run for decoder∘encoder models without recurrent layers whose latent
-    Jacobian, Gram matrix and ``n_gradient_rows`` gradients fit in ``max_memory_mb``. It pays off when the exact recursion would
-    need many HVPs (``n_vectors × depth``) compared with the Gauss–Newton set-up
-    (one Jacobian row per example and latent unit); one test sample against a
-    subset is faster exact.
+    Jacobian, Gram matrix and ``n_gradient_rows`` gradients fit in ``max_memory_mb``.
+    It pays off when the exact recursion would need many HVPs (``n_vectors ×
+    depth``) compared with the Gauss–Newton set-up (one Jacobian row per example
+    and latent unit); one test sample against a subset is faster exact.
     """
     if has_rnn(model) or not latent_mode_applies(model, params, data[:8]):
         return False
@@ -404,7 +404,7 @@ def influence_scores(
         x_rhs, x_other = (x_train, x_test) if direction == "train" else (x_test, x_train)
 
         def rows(x: torch.Tensor) -> GradientRows:
-            return GradientRows(model, x, n_params, lambda xb, batch: _grads_on_device(
+            return GradientRows(x, n_params, lambda xb, batch: _grads_on_device(
                 model, xb, loss_fn, param_filter, batch, dev))
 
         solve = _lissa if direction == "train" else _lissa_transposed

@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from ..errors import ParameterError
 from ._common import Progress, report
@@ -57,8 +56,8 @@ class GradientRows:
     row) on the model's device, in batches of ``batch`` examples.
     """
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, width: int, compute) -> None:
-        self.model, self.x, self.width, self._compute = model, x, width, compute
+    def __init__(self, x: torch.Tensor, width: int, compute) -> None:
+        self.x, self.width, self._compute = x, width, compute
         self.computed = 0
 
     def __len__(self) -> int:
@@ -87,17 +86,17 @@ def streamed_product(
     plan = BlockPlan.for_budget(n_bytes, row_bytes, batch_size)
     swap = len(right) < len(left)
     held, streamed = (right, left) if swap else (left, right)
-    if (len(held) + len(streamed)) * row_bytes <= n_bytes:
+    fits = (len(held) + len(streamed)) * row_bytes <= n_bytes
+    if fits:  # every row once, the streamed side in one block
         plan = BlockPlan(batch=batch_size, hold=len(held))
-    n_held_blocks = -(-len(held) // plan.hold)
-    total = len(held) + n_held_blocks * len(streamed)
+    stream_block = len(streamed) if fits else plan.batch
+    total = len(held) + -(-len(held) // plan.hold) * len(streamed)
     done = 0
     for h0 in range(0, len(held), plan.hold):
         h1 = min(len(held), h0 + plan.hold)
         g_held = held.rows(h0, h1, plan.batch)
         done += h1 - h0
         report(progress, done, total)
-        stream_block = len(streamed) if n_held_blocks == 1 and plan.hold == len(held) else plan.batch
         for s0 in range(0, len(streamed), stream_block):
             s1 = min(len(streamed), s0 + stream_block)
             product = pairwise(g_held, streamed.rows(s0, s1, plan.batch))

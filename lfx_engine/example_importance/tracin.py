@@ -18,7 +18,7 @@ from torch import nn
 from ..errors import CheckpointError, ParameterError
 from ._common import Progress, eval_on, report, resolve_device
 from .gradients import LossFn, ParamFilter, _grads_on_device, is_encoder_param, mse_per_example, selected_parameters
-from .factored import FactoredRows, factorable_linears, factored_grads, row_width
+from .factored import FactoredRows, factorable_linears, factored_grads, factored_names, row_width
 from .streaming import GradientRows, budget_bytes, streamed_product
 
 Checkpoint = Mapping[str, torch.Tensor] | str | Path
@@ -90,7 +90,7 @@ def tracin_scores(
         names = selected_parameters(model, param_filter)
         # Linear layers as factors (same dot products, far fewer numbers per row) unless projecting.
         layers = {} if projection_dim else factorable_linears(model, set(names), x_train[:2].to(dev))
-        factored = {f"{n}.{p}" for n, m in layers.items() for p, _ in m.named_parameters(recurse=False)}
+        factored = factored_names(layers)
         n_dense = sum(p.numel() for n, p in names.items() if n not in factored)
         width = projection_dim or row_width(n_dense, list(layers.values()))
 
@@ -100,7 +100,7 @@ def tracin_scores(
             return _grads_on_device(model, xb, loss_fn, param_filter, batch, dev, projection_dim, projection_seed)
 
         def source(x: torch.Tensor) -> GradientRows:
-            return GradientRows(model, x, width, compute)
+            return GradientRows(x, width, compute)
 
         for c, (checkpoint, factor) in enumerate(zip(checkpoints, factors)):
             try:
