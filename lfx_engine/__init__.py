@@ -30,7 +30,9 @@ from lfx_engine.feature_importance import (
 )
 from lfx_engine.models import build_model
 
-__version__ = "0.1.0"
+from lfx_engine.version import engine_version
+
+__version__ = engine_version()
 
 __all__ = [
     "CheckpointError", "DatasetUnavailableError", "LFXError", "LabelFreeModule", "ParameterError",

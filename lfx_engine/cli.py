@@ -1,4 +1,4 @@
-"""Command-line entry point: ``python -m lfx_engine <command> ...``.
+"""Command-line entry point: ``lfx <command> ...`` (the same as ``python -m lfx_engine <command> ...``).
 
 Each command family lives next to the code it drives and contributes an
 ``add_parser(subparsers)`` function; this module only wires them together and
@@ -18,11 +18,15 @@ COMMAND_MODULES = (
     "lfx_engine.data.cli",
     "lfx_engine.training.cli",
     "lfx_engine.experiments.cli",
+    "lfx_engine.project.cli",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lfx_engine", description="LFX Explorer engine")
+    from lfx_engine.version import engine_version
+
+    parser = argparse.ArgumentParser(prog="lfx", description="LFX Explorer: label-free explanations of encoders")
+    parser.add_argument("--version", action="version", version=f"lfx-explorer {engine_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for module_name in COMMAND_MODULES:
         try:

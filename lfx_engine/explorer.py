@@ -23,18 +23,12 @@ import torch
 from torch import nn
 
 from lfx_engine import cache
-from lfx_engine.config import data_dir, default_device
-from lfx_engine.data import (
-    balanced_subset_indices,
-    baseline,
-    ecg_example_subsets,
-    get_spec,
-    list_datasets,
-    load_split,
-    resize_to_32,
-)
-from lfx_engine.data.readers import describe
+from lfx_engine.catalogue import GRADIENT_FREE_FEATURE_METHODS, Catalogue, ModelEntry
+from lfx_engine.config import default_device
+from lfx_engine.data import balanced_subset_indices, baseline, ecg_example_subsets, resize_to_32
 from lfx_engine.errors import LFXError, ParameterError
+from lfx_engine.project.datasets import make_baseline
+from lfx_engine.version import engine_version
 from lfx_engine.example_importance import (
     HESSIANS,
     cosine_scores,
@@ -44,13 +38,11 @@ from lfx_engine.example_importance import (
     simplex_scores,
     tracin_scores,
 )
-from lfx_engine.example_importance.gradients import l1_per_example, mse_per_example
 from lfx_engine.example_importance.streaming import DEFAULT_MEMORY_MB
 from lfx_engine.feature_importance import aggregate_channels, label_free_attribution, unit_attribution
 from lfx_engine.metrics import shift_curve, similarity_rates
 from lfx_engine.metrics.masking import DEFAULT_PERCENTS, feature_count, mask_inputs
-from lfx_engine.training.io import load_state_dict
-from lfx_engine.training.zoo import ZOO, list_entries, load_entry, manifest_path, tracin_checkpoint_paths
+from lfx_engine.training.zoo import ZOO
 
 Progress = Callable[[int, int], None] | None
 
@@ -69,7 +61,7 @@ METHOD_TITLES = {
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """A trained zoo model as the UI lists it."""
+    """A model of the catalogue (zoo, project file or Python registration) as the UI lists it."""
 
     name: str
     dataset: str
@@ -79,10 +71,14 @@ class ModelChoice:
     run: int
     latent_dim: int
     record: dict[str, Any]
+    source: str = "zoo"
+    title: str = ""
 
     @property
     def label(self) -> str:
         """Short human-readable name, e.g. 'denoising AE (run 1)'."""
+        if self.source != "zoo":
+            return f"{self.title or self.name} (your {self.task})"
         if self.task in ("betavae", "btcvae"):
             kind = "β-VAE" if self.task == "betavae" else "β-TC-VAE"
             return f"{kind} β={self.beta:g} (run {self.run})"
@@ -95,101 +91,102 @@ class Explorer:
 
     def __init__(self, device: torch.device | str | None = None) -> None:
         self.device = torch.device(device) if device is not None else default_device()
+        self.catalogue = Catalogue()
         self._models: dict[str, nn.Module] = {}
         self._resized: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
-        self._entries_cache: tuple[tuple, list[dict[str, Any]]] | None = None
         self._subsets: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor, tuple[np.ndarray, np.ndarray]]] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ discovery
     def dataset_status(self) -> list[dict[str, Any]]:
-        """Each dataset: present/missing/malformed, where it was looked for, and the fix."""
-        folder = data_dir()
+        """Each dataset (built-in and the user's): present/missing/malformed/error, where it was looked for, the fix."""
         rows = []
-        for name in list_datasets():
-            spec = get_spec(name)
-            status = describe(name, folder)
-            rows.append({"dataset": name, "title": spec.title, "status": status.status,
-                         "problem": status.problem or "", "paths": [str(p) for p in status.paths],
-                         "input_shape": spec.input_shape, "classes": spec.n_classes,
-                         "fetch_command": spec.fetch_command})
+        for entry in self.catalogue.datasets():
+            rows.append({"dataset": entry.name, "title": entry.title, "status": entry.status, "source": entry.source,
+                         "problem": entry.problem, "paths": entry.paths, "input_shape": entry.input_shape,
+                         "classes": len(entry.class_names), "fetch_command": entry.fetch_command})
         return rows
 
     def dataset_available(self, dataset: str) -> bool:
-        """Whether the dataset's files are present in the data directory."""
-        return describe(dataset, data_dir()).status == "present"
+        """Whether the dataset can be loaded here."""
+        return self.catalogue.dataset_entry(dataset).available
+
+    def dataset_title(self, dataset: str) -> str:
+        """The dataset's display name."""
+        return self.catalogue.dataset_entry(dataset).title
+
+    def is_labelled(self, dataset: str) -> bool:
+        """Whether the dataset has class labels (unlabelled user data has none)."""
+        return self.catalogue.dataset_entry(dataset).labelled
 
     def models(self, dataset: str | None = None, experiment: str | None = None,
                tasks: Sequence[str] | None = None) -> list[ModelChoice]:
-        """Trained zoo models, optionally filtered."""
+        """Usable models of the catalogue (zoo, then the user's), optionally filtered."""
         out = []
-        for row in self._entries():
-            if not row.get("trained"):
+        for entry in self.catalogue.models():
+            if entry.problem:
                 continue
-            if dataset and row.get("dataset") != dataset:
+            if dataset and entry.dataset != dataset:
                 continue
-            if experiment and row.get("experiment") != experiment:
+            if experiment and entry.experiment != experiment:
                 continue
-            if tasks and row.get("task") not in tasks:
+            if tasks and entry.task not in tasks:
                 continue
-            out.append(ModelChoice(name=row["name"], dataset=row["dataset"], experiment=row.get("experiment", ""),
-                                   task=row.get("task", ""), beta=row.get("beta"), run=int(row.get("run", 1)),
-                                   latent_dim=int(row.get("latent_dim", 0)), record=row))
+            out.append(_as_choice(entry))
         return out
+
+    def model_problems(self) -> list[dict[str, str]]:
+        """Models, datasets and project files that cannot be used, each with its problem (for Home and `lfx check`)."""
+        rows = [{"kind": "project file", "name": str(path), "problem": problem}
+                for path, problem in self.catalogue.project_problems()]
+        rows += [{"kind": "dataset", "name": d.name, "problem": d.problem} for d in self.catalogue.datasets()
+                 if d.source != "builtin" and d.problem]
+        rows += [{"kind": "model", "name": m.name, "problem": m.problem} for m in self.catalogue.models() if m.problem]
+        return rows
 
     def untrained(self, dataset: str | None = None) -> list[str]:
         """Zoo recipes that have no trained checkpoint yet."""
-        return [r["name"] for r in self._entries()
-                if not r.get("trained") and (not dataset or r["dataset"] == dataset)]
+        trained = self.catalogue.zoo_records()
+        return [name for name, recipe in ZOO.items()
+                if name not in trained and (not dataset or recipe.dataset == dataset)]
 
-    def _entries(self) -> list[dict[str, Any]]:
-        """The zoo listing, re-read only when the manifest file changes (pages ask for it many times a run)."""
-        path = manifest_path()
-        try:
-            stat = path.stat()
-            signature = (str(path), stat.st_mtime_ns, stat.st_size, stat.st_ino)
-        except OSError:
-            signature = (str(path), None, None, None)
-        cached = self._entries_cache
-        if cached is None or cached[0] != signature:
-            cached = (signature, list_entries())
-            self._entries_cache = cached
-        return cached[1]
+    def entry(self, name: str) -> ModelEntry:
+        """The catalogue entry of a usable model; ParameterError saying why otherwise."""
+        entry = self.catalogue.model_entry(name)
+        if entry.problem:
+            raise ParameterError(f"model {entry.name} cannot be explained: {entry.problem}")
+        return entry
 
     def choice(self, name: str) -> ModelChoice:
-        """The :class:`ModelChoice` of a trained model."""
-        for model in self.models():
-            if model.name == name:
-                return model
-        raise ParameterError(f"model {name!r} is not trained; `python -m lfx_engine zoo list` shows the zoo")
+        """The :class:`ModelChoice` of a usable model."""
+        return _as_choice(self.entry(name))
 
     def model(self, name: str) -> nn.Module:
-        """The trained model (loaded once, verified, eval mode, on the explorer's device)."""
-        # keyed by the checkpoint's sha256 too, so a model retrained while the app runs is reloaded
-        key = f"{name}@{self.choice(name).record.get('sha256')}"
+        """The model (loaded once, verified, eval mode, on the explorer's device)."""
+        # keyed by the weights' sha256 too, so a model retrained while the app runs is reloaded
+        entry = self.entry(name)
+        key = f"{name}@{entry.sha256}"
         with self._lock:
             if key not in self._models:
                 self._models = {k: v for k, v in self._models.items() if not k.startswith(f"{name}@")}
-                self._models[key] = load_entry(name, device=self.device).eval()
+                self._models[key] = self.catalogue.load_model(name, device=self.device).eval()
             return self._models[key]
 
     # ------------------------------------------------------------------ data
     def _split(self, name: str, which: str) -> tuple[torch.Tensor, torch.Tensor]:
-        recipe = ZOO.get(name)
-        record = self.choice(name).record
-        dataset = record["dataset"]
-        split_name = (recipe.split if which == "train" else recipe.test_split) if recipe else which
-        split = load_split(dataset, split_name or which)
-        x = split.x
-        if recipe is not None and recipe.resize32:
+        entry = self.entry(name)
+        dataset = entry.dataset
+        split_name = entry.train_split if which == "train" else entry.test_split
+        x, y = self.catalogue.split(dataset, split_name)
+        if entry.resize32:
             # resizing 60k images takes seconds: keep the result while the loaded split is the same object
-            key = (dataset, split_name or which)
+            key = (dataset, split_name)
             source, resized = self._resized.get(key, (None, None))
             if source is not x:
                 resized = resize_to_32(x)
                 self._resized[key] = (x, resized)
             x = resized
-        return x, split.y
+        return x, y
 
     def test_data(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(x, y) of the split the model is evaluated and explained on."""
@@ -200,21 +197,37 @@ class Explorer:
         return self._split(name, "train")
 
     def class_names(self, dataset: str) -> tuple[str, ...]:
-        """Human-readable class names of a dataset."""
-        return get_spec(dataset).class_names
+        """Human-readable class names of a dataset (empty for unlabelled data)."""
+        return self.catalogue.dataset_entry(dataset).class_names
 
     def is_series(self, dataset: str) -> bool:
         """True for 1-D series (ECG), False for images."""
-        return len(get_spec(dataset).input_shape) == 2
+        return self.catalogue.dataset_entry(dataset).is_series
 
-    def baseline_for(self, name: str) -> torch.Tensor:
-        """The attribution baseline x̄ METHOD.md prescribes for the model's dataset and input size."""
-        record = self.choice(name).record
-        x_bar = baseline(record["dataset"])
-        recipe = ZOO.get(name)
-        if recipe is not None and recipe.resize32:
-            x_bar = resize_to_32(x_bar)
-        return x_bar
+    def baseline_for(self, name: str, x: torch.Tensor | None = None) -> torch.Tensor:
+        """The attribution baseline x̄ of the model's dataset: METHOD.md's for built-ins, the declared one for
+        user data (``blur`` gives one baseline per input of ``x``)."""
+        entry = self.entry(name)
+        dataset = self.catalogue.dataset_entry(entry.dataset)
+        if dataset.source == "builtin":
+            x_bar = baseline(entry.dataset)
+            return resize_to_32(x_bar) if entry.resize32 else x_bar
+        inputs = x if x is not None else self.test_data(name)[0][:1]
+        train_mean = self.train_data(name)[0].mean(dim=0) if dataset.baseline == "mean" else None
+        return make_baseline(dataset.baseline, inputs, train_mean)
+
+    def feature_methods(self, name: str) -> list[str]:
+        """The feature-attribution methods that can explain this model (all but Occlusion need gradients)."""
+        if self.entry(name).supports("gradients"):
+            return list(FEATURE_METHODS)
+        return [m for m in FEATURE_METHODS if m in GRADIENT_FREE_FEATURE_METHODS]
+
+    def _check_feature_method(self, name: str, method: str) -> None:
+        if method in ("random", *GRADIENT_FREE_FEATURE_METHODS):
+            return
+        reason = self.entry(name).unsupported.get("gradients")
+        if reason:
+            raise ParameterError(f"{METHOD_TITLES.get(method, method)} needs gradients: {reason}")
 
     def check_input(self, name: str, x: torch.Tensor) -> None:
         """Refuse an input whose shape does not fit the model, with the expected shape."""
@@ -226,8 +239,9 @@ class Explorer:
     def attribute(self, name: str, x: torch.Tensor, method: str, seed: int = 0, **kwargs: Any) -> np.ndarray:
         """Label-free attribution of the model's encoder for a few inputs, input-shaped."""
         self.check_input(name, x)
+        self._check_feature_method(name, method)
         encoder = self.model(name).encoder
-        attr = label_free_attribution(encoder, x, method, baselines=self.baseline_for(name), seed=seed,
+        attr = label_free_attribution(encoder, x, method, baselines=self.baseline_for(name, x), seed=seed,
                                       device=self.device, **kwargs)
         return attr.numpy()
 
@@ -241,7 +255,7 @@ class Explorer:
     def unit_maps(self, name: str, x: torch.Tensor, method: str = "gradient_shap", seed: int = 0) -> np.ndarray:
         """Per-latent-unit saliency |z_j · A_j| (N, d, H, W) of a VAE."""
         self.check_input(name, x)
-        return unit_attribution(self.model(name).encoder, x, method, baselines=self.baseline_for(name),
+        return unit_attribution(self.model(name).encoder, x, method, baselines=self.baseline_for(name, x),
                                 seed=seed, device=self.device).numpy()
 
     def latent(self, name: str, x: torch.Tensor) -> np.ndarray:
@@ -250,7 +264,10 @@ class Explorer:
 
     # ------------------------------------------------------------------ dataset-wide (disk cache)
     def _key(self, name: str, **params: Any) -> dict[str, Any]:
-        return {"model": name, "sha256": self.choice(name).record.get("sha256"), **params}
+        """The cache key of a result of one model: its weights' hash, its data's fingerprint, the engine version."""
+        entry = self.entry(name)
+        return {"model": name, "sha256": entry.sha256, "data": self.catalogue.fingerprint(entry.dataset),
+                "engine": engine_version(), **params}
 
     def test_latents(self, name: str, progress: Progress = None) -> np.ndarray:
         """Latents of the whole test split (cached on disk)."""
@@ -266,16 +283,18 @@ class Explorer:
         centred = z - z.mean(axis=0, keepdims=True)
         _, _, vt = np.linalg.svd(centred, full_matrices=False)
         coords = centred @ vt[:2].T if vt.shape[0] >= 2 else np.column_stack([centred[:, 0], np.zeros(len(z))])
-        names = self.class_names(self.choice(name).dataset)
+        dataset = self.choice(name).dataset
         labels = y[: len(z)].numpy()
         return pd.DataFrame({"idx": np.arange(len(z)), "pc1": coords[:, 0], "pc2": coords[:, 1],
-                             "label": [names[int(c)] if int(c) < len(names) else str(int(c)) for c in labels]})
+                             "label": [self.label_name(dataset, int(c)) for c in labels]})
 
     def masking_curves(self, name: str, methods: Sequence[str], n_samples: int = 200,
                        progress: Progress = None) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Representation shift vs % masked for each method and the random control, on the first
         ``n_samples`` test inputs. Returns (summary with 95% CI, per-example long table); cached."""
         methods = [m for m in methods if m != "random"]
+        for method in methods:
+            self._check_feature_method(name, method)
         x_all, _ = self.test_data(name)
         if not 1 <= n_samples <= len(x_all):
             raise ParameterError(f"n_samples must lie in 1..{len(x_all)}, got {n_samples}")
@@ -289,9 +308,9 @@ class Explorer:
             for i, method in enumerate(methods):
                 # per-chunk progress: attributions dominate the cost (IG on an LSTM takes seconds per chunk)
                 step = (lambda done, _t, i=i: progress(i * n_samples + done, total)) if progress else None
-                attrs[method] = label_free_attribution(encoder, x, method, baselines=self.baseline_for(name),
+                attrs[method] = label_free_attribution(encoder, x, method, baselines=self.baseline_for(name, x),
                                                        device=self.device, progress=step)
-            summary, per_ex = shift_curve(encoder, x, attrs, baseline=self.baseline_for(name),
+            summary, per_ex = shift_curve(encoder, x, attrs, baseline=self.baseline_for(name, x),
                                           include_random=True, device=self.device, return_per_example=True)
             if progress:
                 progress(total, total)
@@ -305,10 +324,12 @@ class Explorer:
         index = self._check_index(name, index)
         x_all, _ = self.test_data(name)
         x = x_all[index: index + 1]
+        for method in methods:
+            self._check_feature_method(name, method)
         encoder = self.model(name).encoder
-        attrs = {m: label_free_attribution(encoder, x, m, baselines=self.baseline_for(name), device=self.device)
+        attrs = {m: label_free_attribution(encoder, x, m, baselines=self.baseline_for(name, x), device=self.device)
                  for m in methods if m != "random"}
-        return shift_curve(encoder, x, attrs, baseline=self.baseline_for(name), include_random=True,
+        return shift_curve(encoder, x, attrs, baseline=self.baseline_for(name, x), include_random=True,
                            device=self.device)
 
     # ------------------------------------------------------------------ example importance
@@ -328,16 +349,19 @@ class Explorer:
 
     def _compute_subsets(self, name: str, n: int, y_train: torch.Tensor,
                          y_test: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        dataset = self.choice(name).dataset
-        k = get_spec(dataset).n_classes
+        entry = self.entry(name)
+        dataset = entry.dataset
+        k = len(self.class_names(dataset))
         n_train = min(int(n), len(y_train))
         n_test = min(int(n), len(y_test))
-        if dataset == "ecg5000" and ZOO.get(name) is not None and ZOO[name].split == "examples_train":
+        if dataset == "ecg5000" and entry.train_split == "examples_train":
             # METHOD §6: train alternates normal/abnormal; test is a seeded permutation of examples_test
             train, test = ecg_example_subsets(n_train=n_train, n_test=n_test)
             return train.extra["indices"].numpy(), test.extra["indices"].numpy()
-        return (balanced_subset_indices(y_train, n_train, k).numpy(),
-                balanced_subset_indices(y_test, n_test, k).numpy())
+        if entry.source == "zoo":
+            return (balanced_subset_indices(y_train, n_train, k).numpy(),
+                    balanced_subset_indices(y_test, n_test, k).numpy())
+        return _balanced_or_first(y_train, n_train, k), _balanced_or_first(y_test, n_test, k)
 
     def example_scores(self, name: str, method: str, n: int = 1000, progress: Progress = None,
                        params: dict[str, Any] | None = None) -> np.ndarray:
@@ -384,20 +408,18 @@ class Explorer:
             if method == "cosine":
                 return cosine_scores(h_test, h_train)
             return simplex_scores(h_test, h_train, device=self.device, progress=progress, **params)[0]
-        record = self.choice(name).record
-        loss_fn = l1_per_example if record.get("dataset") == "ecg5000" else mse_per_example
-        if getattr(model, "decoder", None) is None:
-            raise ParameterError(f"{method} needs the model's pretext loss; {name} has no decoder")
+        entry = self.entry(name)
+        loss_fn = entry.loss_fn
+        problem = self.example_method_problem(name, method)
+        if problem or getattr(model, "decoder", None) is None or loss_fn is None:
+            raise ParameterError(problem or f"{method} needs the model's pretext loss; {name} has no decoder")
         if method == "tracin":
-            paths = tracin_checkpoint_paths(name)
-            if not paths:
-                raise ParameterError(f"{name} was trained without TracIn checkpoints; pick a consistency model")
-            states = [load_state_dict(path, expected_sha256=sha)[0] for _, path, sha in paths]
+            states = entry.tracin_loader() if entry.tracin_loader is not None else []
             # TracIn loads each checkpoint into the model it is given: use a private copy so the shared,
             # cached model other sessions are explaining is never touched
             return tracin_scores(copy.deepcopy(model), states, x_train, x_test, loss_fn=loss_fn,
                                  device=self.device, progress=progress, **params)
-        batch = int(params.pop("minibatch_size", 20 if record.get("dataset") == "ecg5000" else 300))
+        batch = int(params.pop("minibatch_size", 20 if entry.dataset == "ecg5000" else 300))
         return influence_scores(model, x_train, x_test, loss_fn=loss_fn, minibatch_size=min(batch, len(x_train)),
                                 device=self.device, progress=progress, **params)
 
@@ -410,6 +432,10 @@ class Explorer:
         """
         if not methods:
             raise ParameterError("choose at least one example-importance method")
+        dataset = self.choice(name).dataset
+        if not self.is_labelled(dataset):
+            raise ParameterError(f"similarity rates compare labels, and dataset {self.dataset_title(dataset)} has "
+                                 "none; declare labels (an ImageFolder layout, y in the .npz or label_column)")
         train_idx, test_idx = self.example_subsets(name, n)
         y_train = self.train_data(name)[1][torch.as_tensor(train_idx)]
         y_test = self.test_data(name)[1][torch.as_tensor(test_idx)]
@@ -423,9 +449,9 @@ class Explorer:
 
     # ------------------------------------------------------------------ browsing helpers (app)
     def datasets_with_models(self) -> list[str]:
-        """Datasets that have at least one trained model, in registry order."""
+        """Datasets that have at least one usable model, built-in ones first."""
         trained = {m.dataset for m in self.models()}
-        return [name for name in list_datasets() if name in trained]
+        return [d.name for d in self.catalogue.datasets() if d.name in trained]
 
     def test_size(self, name: str) -> int:
         """Number of inputs in the model's test split."""
@@ -446,6 +472,8 @@ class Explorer:
     def label_name(self, dataset: str, label: int) -> str:
         """The class name of an integer label."""
         names = self.class_names(dataset)
+        if label < 0 and not names:
+            return "unlabelled"
         return names[label] if 0 <= label < len(names) else str(label)
 
     def class_indices(self, name: str, label: int | None = None) -> np.ndarray:
@@ -479,7 +507,7 @@ class Explorer:
         else:
             scores = torch.as_tensor(self.attribute(name, x, method, seed=seed))
         p_total = feature_count(x)
-        x_bar = self.baseline_for(name)
+        x_bar = self.baseline_for(name, x)
         views, counts = [], []
         for pct in percents:
             if not 0 <= float(pct) <= 100:
@@ -500,15 +528,8 @@ class Explorer:
             return f"unknown example-importance method {method!r}; choose from {', '.join(EXAMPLE_METHODS)}"
         if method not in ("tracin", "influence"):
             return None
-        choice = self.choice(name)
-        if choice.task not in ("reconstruction", "denoising", "inpainting"):
-            kind = "a classifier" if choice.task == "classification" else "a VAE"
-            return (f"{METHOD_TITLES[method]} differentiates an autoencoder's reconstruction loss; {name} is {kind}. "
-                    "Pick an autoencoder (e.g. the dataset's consistency model).")
-        if method == "tracin" and not tracin_checkpoint_paths(name):
-            return (f"{name} was trained without TracIn checkpoints; pick a consistency model or retrain with "
-                    f"`python -m lfx_engine train {name}`")
-        return None
+        reason = self.entry(name).unsupported.get(method)
+        return f"{METHOD_TITLES[method]} {reason}" if reason else None
 
     def example_param_defaults(self, name: str, method: str) -> dict[str, Any]:
         """Default settings of an example-importance method for this model (METHOD §3)."""
@@ -628,8 +649,11 @@ class Explorer:
     def _study_key(self, study: str, names: Sequence[str], **params: Any) -> dict[str, Any]:
         from lfx_engine.experiments.common import CACHE_VERSION
 
-        shas = {n: self.choice(n).record.get("sha256") for n in sorted(names)}
-        return {"study": study, "cache_version": CACHE_VERSION, "models": shas, **params}
+        entries = {n: self.entry(n) for n in sorted(names)}
+        shas = {n: e.sha256 for n, e in entries.items()}
+        data = {d: self.catalogue.fingerprint(d) for d in sorted({e.dataset for e in entries.values()})}
+        return {"study": study, "cache_version": CACHE_VERSION, "engine": engine_version(), "models": shas,
+                "data": data, **params}
 
     @staticmethod
     def _check_subset(n_test: int | None) -> None:
@@ -830,9 +854,12 @@ class Explorer:
         """
         choice = self.choice(name)
         if self.is_series(choice.dataset):
-            raise ParameterError("torch-lucent optimises images; it does not apply to the 1-D ECG5000 encoder")
+            raise ParameterError("torch-lucent optimises images; it does not apply to a 1-D series encoder")
+        reason = self.entry(name).unsupported.get("lucent")
+        if reason:
+            raise ParameterError(f"feature visualisation does not apply: {reason}")
         encoder = self.model(name).encoder
-        what = "posterior mean μ" if choice.task in ("betavae", "btcvae") else "representation"
+        what = "posterior mean μ" if choice.task in ("betavae", "btcvae", "vae") else "representation"
         targets = [{"layer": "latent", "title": f"latent units ({what}, d = {choice.latent_dim})",
                     "units": int(choice.latent_dim)}]
         for path, module in encoder.named_modules():
@@ -859,10 +886,10 @@ class Explorer:
         choice = self.choice(name)
         x = self.test_data(name)[0]
         encoder = self.model(name).encoder
-        vae_mu = layer == "latent" and choice.task in ("betavae", "btcvae")
+        vae_mu = layer == "latent" and choice.task in ("betavae", "btcvae") and choice.source == "zoo"
         # a VAE's μ units use run_lucid's exact key, so the app and `reproduce lucid` share their renders
         module = encoder if vae_mu else _LucentProbe(encoder, "" if layer == "latent" else layer)
-        parts = {"experiment": "lucid", "model": name, "sha256": choice.record.get("sha256"),
+        parts = {"experiment": "lucid", "model": name, "sha256": self.entry(name).sha256,
                  "layer": "encoder_mu" if vae_mu else f"probe:{layer}", "channel": int(unit),
                  "seed": int(seed) + int(unit), "steps": int(steps), "lr": float(lr), "leaky_relu": bool(leaky_relu),
                  "size": int(x.shape[-1]), "channels": int(x.shape[1]),
@@ -900,7 +927,7 @@ class Explorer:
         from lfx_engine.experiments.lucid import _lucent, render_unit
 
         speeds = self.__dict__.setdefault("_lucent_speed", {})
-        key = (name, self.choice(name).record.get("sha256"), layer, bool(leaky_relu))
+        key = (name, self.entry(name).sha256, layer, bool(leaky_relu))
         if key not in speeds:
             module, parts = self._lucent_setup(name, layer, 0, 8, 0, leaky_relu, self.LUCENT_LR)
             _lucent()  # the first import of torch-lucent/kornia is not a per-step cost
@@ -920,6 +947,22 @@ class Explorer:
         with torch.inference_mode():
             out = probe.eval()(x.to(self.device))[:, int(unit)]
         return out.flatten(1).mean(dim=1).cpu().numpy() if out.dim() > 1 else out.cpu().numpy()
+
+
+def _as_choice(entry: ModelEntry) -> ModelChoice:
+    return ModelChoice(name=entry.name, dataset=entry.dataset, experiment=entry.experiment, task=entry.task,
+                       beta=entry.beta, run=entry.run, latent_dim=entry.latent_dim, record=entry.record,
+                       source=entry.source, title=entry.title)
+
+
+def _balanced_or_first(labels: torch.Tensor, n: int, n_classes: int) -> np.ndarray:
+    """The class-balanced subset when the labels allow one, else the first ``n`` inputs (unlabelled data)."""
+    if n_classes > 0:
+        try:
+            return balanced_subset_indices(labels, n, n_classes).numpy()
+        except ParameterError:
+            pass
+    return np.arange(n)
 
 
 def _frame_to_arrays(prefix: str, frame: pd.DataFrame) -> dict[str, np.ndarray]:

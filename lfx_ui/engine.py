@@ -13,7 +13,6 @@ import streamlit as st
 import torch
 
 from lfx_engine.config import checkpoint_dir
-from lfx_engine.data import get_spec
 from lfx_engine.errors import LFXError
 from lfx_engine.explorer import Explorer, ModelChoice
 from lfx_ui import state
@@ -137,7 +136,7 @@ def pick_model(page: str, *, tasks: Sequence[str] | None = None, container=None)
                 language="bash")
         st.caption(f"Checkpoints are read from `{checkpoint_dir()}` (set `LFX_CHECKPOINT_DIR` to change it).")
         return None
-    titles = {d: get_spec(d).title for d in datasets}
+    titles = {d: explorer.dataset_title(d) for d in datasets}
     wanted = state.requested("dataset", datasets)
     if wanted:
         known = wanted in titles or wanted in {r["dataset"] for r in explorer.dataset_status()}

@@ -58,6 +58,7 @@ if choice is None:
     st.stop()
 name, dataset = choice.name, choice.dataset
 series = explorer.is_series(dataset)
+labelled = explorer.is_labelled(dataset)
 
 controls = st.columns([3, 1, 1])
 methods = state.choose_many("xmethods", "Example-importance methods", EXAMPLE_METHODS, widget_key="ex_methods",
@@ -125,11 +126,12 @@ def show_examples(method: str, row: np.ndarray) -> None:
     ranking = explorer.example_ranking(name, row, n)
     top, bottom = ranking.head(k), ranking.tail(k).iloc[::-1]
     _, label = explorer.sample(name, sample)
-    same_top = int((top["label"] == label).sum())
-    same_bottom = int((bottom["label"] == label).sum())
     m1, m2, m3 = st.columns(3)
-    m1.metric(f"Same class in top {k}", f"{same_top}/{k}")
-    m2.metric(f"Same class in bottom {k}", f"{same_bottom}/{k}")
+    if labelled:
+        m1.metric(f"Same class in top {k}", f"{int((top['label'] == label).sum())}/{k}")
+        m2.metric(f"Same class in bottom {k}", f"{int((bottom['label'] == label).sum())}/{k}")
+    else:
+        m1.metric("Labels", "none", help="Unlabelled data: class agreement cannot be counted.")
     m3.metric("Top score", f"{float(top['score'].iloc[0]):.4g}")
     tiles = []
     for heading, part in ((f"Top {k} — most important", top), (f"Bottom {k} — least important", bottom)):
@@ -208,6 +210,10 @@ with tabs[-1]:
         st.markdown(f"Share of same-label examples among each test input's most / least important training "
                     f"examples, averaged over the balanced test subset (n = {len(test_idx)}). Most-important "
                     "curves should lie above the class prior, least-important ones below.")
+        if not labelled:
+            st.info(f"Similarity rates count same-label examples, and {explorer.dataset_title(dataset)} has no labels. "
+                    "Declare labels (an ImageFolder layout, y in the .npz, or label_column) to see them.")
+            st.stop()
         usable = [m for m in methods if not explorer.example_method_problem(name, m)]
         for m in methods:
             if m not in usable:

@@ -1,6 +1,8 @@
 """Home: what label-free explainability is, what is available here, and how to get the rest."""
 from __future__ import annotations
 
+import os
+
 import pandas as pd
 import streamlit as st
 import torch
@@ -46,7 +48,7 @@ if not models:
 st.subheader("Datasets")
 rows = explorer.dataset_status()
 per_dataset = pd.Series([m.dataset for m in models], dtype=object).value_counts()
-table = pd.DataFrame([{"dataset": r["title"], "status": r["status"], "input shape": str(r["input_shape"]),
+table = pd.DataFrame([{"dataset": r["title"], "status": r["status"], "input shape": "×".join(map(str, r["input_shape"])) if r["input_shape"] else "—",
                        "classes": r["classes"], "trained models": int(per_dataset.get(r["dataset"], 0)),
                        "problem": r["problem"]} for r in rows])
 st.dataframe(table, hide_index=True, width="stretch")
@@ -65,7 +67,23 @@ for row in missing:
                 fetch(row["dataset"])
                 st.success(f"{row['title']} downloaded.")
 
+user_models = [m for m in models if m.source != "zoo"]
+problems = explorer.model_problems()
+if user_models or problems or os.environ.get("LFX_PROJECT"):
+    st.subheader("Your models")
+    if user_models:
+        st.dataframe(pd.DataFrame([{"model": m.name, "title": m.title, "dataset": m.dataset, "kind": m.task,
+                                    "latent dim": m.latent_dim, "from": m.record.get("project", m.source)}
+                                   for m in user_models]), hide_index=True, width="stretch")
+    if problems:
+        st.error(f"{len(problems)} entr{'y' if len(problems) == 1 else 'ies'} of your project cannot be used; the "
+                 "rest work. What to fix:", icon=":material/error:")
+        st.dataframe(pd.DataFrame(problems), hide_index=True, width="stretch")
+    st.caption("Project files come from `LFX_PROJECT` (`lfx serve lfx.toml` sets it); `lfx check lfx.toml` "
+               "validates one.")
+
 st.subheader("Pretrained models")
+models = [m for m in models if m.source == "zoo"]
 if models:
     model_rows = []
     for m in models:

@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from lfx_engine.explorer import FEATURE_METHODS
 from lfx_engine.metrics.masking import DEFAULT_PERCENTS
 from lfx_ui import charts, images, router, state
 from lfx_ui.engine import get_explorer, masked_views, pick_model, sample_masking_curve, user_errors
@@ -43,7 +42,7 @@ if size is None:
 
 left, right = st.columns([3, 2])
 methods = state.choose_many("methods", "Attribution methods (the random control is always added)",
-                            FEATURE_METHODS, widget_key="mask_methods", default=DEFAULT_METHODS,
+                            explorer.feature_methods(name), widget_key="mask_methods", default=DEFAULT_METHODS,
                             format_func=charts.title, container=left)
 default_n = min(size, 100 if series else 200)
 limit = min(size, 2000)

@@ -13,7 +13,6 @@ import math
 import numpy as np
 import streamlit as st
 
-from lfx_engine.explorer import FEATURE_METHODS
 from lfx_ui import charts, images, router, state, upload
 from lfx_ui.engine import (
     current_sample,
@@ -74,6 +73,8 @@ gallery_tab, map_tab, upload_tab = st.tabs([TAB_GALLERY, TAB_MAP, TAB_UPLOAD], k
 with gallery_tab:
     if gallery_tab.open:
         left, right = st.columns([3, 2])
+        if not class_names:
+            left.caption("Unlabelled data: the gallery shows every test input.")
         cls = state.choose("cls", "Class", ["all", *class_names], widget_key="sal_cls", container=left,
                            format_func=lambda c: "All classes" if c == "all" else f"class {c}")
         indices = explorer.class_indices(name, None if cls == "all" else class_names.index(cls))
@@ -93,9 +94,9 @@ with gallery_tab:
         for j, index in enumerate(shown):
             col = columns[j % COLUMNS]
             col.image(images.thumbnail(x_all[int(index)].numpy()), output_format="PNG")
-            label = class_names[int(y_all[int(index)])]
+            label = explorer.label_name(dataset, int(y_all[int(index)]))
             short = label if len(label) <= 7 else label[:5] + "."
-            col.button(f"#{int(index)} · {short}", key=f"sal_pick_{int(index)}", on_click=_pick, args=(int(index),),
+            col.button(f"#{int(index)} · {short}" if class_names else f"#{int(index)}", key=f"sal_pick_{int(index)}", on_click=_pick, args=(int(index),),
                        type="primary" if int(index) == sample else "secondary", width="stretch",
                        help=f"Explain test sample #{int(index)} (class {label})")
 
@@ -170,7 +171,7 @@ with upload_tab:
 @st.fragment
 def sample_panel(x: np.ndarray, heading: str, index: int | None, digest: str | None, x_tensor) -> None:
     """Input, heat map and overlay for every chosen method (reruns alone when methods change)."""
-    methods = state.choose_many("methods", "Attribution methods", FEATURE_METHODS, widget_key="sal_methods",
+    methods = state.choose_many("methods", "Attribution methods", explorer.feature_methods(name), widget_key="sal_methods",
                                 default=DEFAULT_METHODS, format_func=charts.title)
     state.write_to_url()  # a fragment rerun skips the router's URL update
     if not methods:

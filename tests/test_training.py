@@ -345,6 +345,9 @@ def test_manifest_update_and_corruption(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="corrupt"):
         read_manifest(tmp_path)
+    with pytest.raises(CheckpointError, match="checkpoint folder .* does not exist; set LFX_CHECKPOINT_DIR"):
+        load_entry("mnist_dae_consistency", tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="not trained yet"):
         load_entry("mnist_dae_consistency", tmp_path / "empty")
     with pytest.raises(ParameterError):

@@ -144,11 +144,9 @@ class ModelHub:
 
     def records(self) -> dict[str, dict[str, Any]]:
         """Manifest records of the trained models whose checkpoint file exists."""
-        from lfx_engine.training.zoo import read_manifest
+        from lfx_engine.catalogue import Catalogue
 
-        entries = read_manifest(self.root)["entries"]
-        return {name: rec for name, rec in entries.items()
-                if isinstance(rec, dict) and rec.get("file") and (self.root / rec["file"]).is_file()}
+        return Catalogue(self.root).zoo_records()
 
     def find(self, dataset: str, experiment: str | None = None, task: str | None = None) -> list[dict[str, Any]]:
         """Trained records of ``dataset`` (optionally one experiment/task), sorted by task, beta, run."""

@@ -246,6 +246,10 @@ def list_entries(root: Optional[PathLike] = None) -> list[dict[str, Any]]:
 
 def _manifest_record(name: str, root: Optional[PathLike]) -> tuple[dict[str, Any], Path]:
     base = manifest_path(root).parent
+    if not base.is_dir() and name in ZOO:
+        raise CheckpointError(f"the checkpoint folder {base} does not exist; set LFX_CHECKPOINT_DIR to the folder "
+                              f"holding the zoo's manifest.json (a checkout's checkpoints/), or train into it with "
+                              f"`lfx train {name}`")
     record = read_manifest(root)["entries"].get(name)
     if record is None:
         if name in ZOO:
