@@ -10,7 +10,10 @@ Import the subpackages for the full API; the most used names are re-exported::
 * :mod:`lfx_engine.feature_importance` — captum methods made label-free, per-unit VAE maps
 * :mod:`lfx_engine.example_importance` — DKNN, cosine, SimplEx, TracIn, Influence Functions
 * :mod:`lfx_engine.metrics` — masking shift, similarity rates, correlations, disentanglement
+* :mod:`lfx_engine.catalogue` — the one catalogue of zoo, project-file and registered models and datasets
+* :mod:`lfx_engine.project` — project files (``lfx.toml``): your own encoders and datasets
 """
+from lfx_engine.catalogue import Catalogue, register_dataset, register_model, unregister
 from lfx_engine.data import balanced_subset, baseline, get_spec, list_datasets, load_split
 from lfx_engine.errors import CheckpointError, DatasetUnavailableError, LFXError, ParameterError
 from lfx_engine.example_importance import (
@@ -35,6 +38,7 @@ from lfx_engine.version import engine_version
 __version__ = engine_version()
 
 __all__ = [
+    "Catalogue", "register_dataset", "register_model", "unregister",
     "CheckpointError", "DatasetUnavailableError", "LFXError", "LabelFreeModule", "ParameterError",
     "aggregate_channels", "balanced_subset", "baseline", "build_model", "cosine_scores", "dknn_scores",
     "encode", "get_spec", "influence_scores", "label_free_attribution", "list_datasets", "list_methods",

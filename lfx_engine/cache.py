@@ -2,8 +2,9 @@
 
 Dataset-wide results (attributions, score matrices, latents) are computed once
 and stored as ``.npz`` under :func:`lfx_engine.config.cache_dir`. The key is a
-hash of everything the result depends on (checkpoint sha256, method, its
-parameters, subset), so a changed input can never return a stale result.
+hash of everything the result depends on (weights sha256, data fingerprint,
+method, its parameters, subset) and of the engine version, so a changed input
+or a new release can never return a stale result.
 """
 from __future__ import annotations
 
@@ -20,8 +21,15 @@ from lfx_engine.config import cache_dir
 
 
 def cache_key(parts: Mapping[str, Any]) -> str:
-    """Stable short hash of a JSON-serialisable description of a result."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    """Stable short hash of a JSON-serialisable description of a result, and of the engine version.
+
+    The one cache-key scheme: callers describe the inputs (weights sha256, data
+    fingerprint, parameters); the engine version is added here, so a new release
+    never serves results computed by an older one.
+    """
+    from lfx_engine.version import engine_version
+
+    blob = json.dumps({"engine_version": engine_version(), **parts}, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:24]
 
 

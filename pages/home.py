@@ -1,8 +1,6 @@
 """Home: what label-free explainability is, what is available here, and how to get the rest."""
 from __future__ import annotations
 
-import os
-
 import pandas as pd
 import streamlit as st
 import torch
@@ -69,7 +67,7 @@ for row in missing:
 
 user_models = [m for m in models if m.source != "zoo"]
 problems = explorer.model_problems()
-if user_models or problems or os.environ.get("LFX_PROJECT"):
+if user_models or problems or explorer.catalogue.projects:
     st.subheader("Your models")
     if user_models:
         st.dataframe(pd.DataFrame([{"model": m.name, "title": m.title, "dataset": m.dataset, "kind": m.task,

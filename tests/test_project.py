@@ -126,9 +126,14 @@ def test_export_archive_needs_no_user_code_and_says_what_it_cannot_do(explorer) 
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)  # the archive is the same trained encoder
 
 
-def test_cache_keys_hold_weights_data_and_engine_version(explorer) -> None:
+def test_cache_keys_hold_weights_data_and_engine_version(explorer, monkeypatch) -> None:
+    from lfx_engine import cache, version
+
     key = explorer._key("small_ae", method="x")
-    assert len(key["sha256"]) == 64 and len(key["data"]) == 64 and key["engine"]
+    assert len(key["sha256"]) == 64 and len(key["data"]) == 64
+    before = cache.cache_key(key)
+    monkeypatch.setattr(version, "engine_version", lambda: "99.0")
+    assert cache.cache_key(key) != before  # a new engine version never reads an old result
     assert explorer._key("small_ae_unlabelled")["data"] != key["data"]
     assert explorer._key("mnist_dae_consistency")["data"].startswith("mnist.npz:")
 
@@ -311,7 +316,7 @@ def test_bad_models_each_get_a_message_and_hide_nothing(project, tmp_path, monke
     assert "has no attribute 'missing'" in problems["no_function"]
     assert "raised RuntimeError: the factory is broken" in problems["factory_raises"]
     assert "do not fit the factory's architecture" in problems["wrong_weights"]
-    assert "of another shape" in problems["wrong_weights"] and "factory_kwargs" in problems["wrong_weights"]
+    assert "shape mismatch for" in problems["wrong_weights"] and "factory_kwargs" in problems["wrong_weights"]
     assert "must return (N, d)" in problems["four_d"]
     assert "NaN" in problems["nans"]
     assert "more than the memory budget of 1 MB" in problems["too_large"]
@@ -472,3 +477,16 @@ def test_unsafe_weight_files_are_refused(project, tmp_path) -> None:
     problems = problems_of(path)
     assert "cannot be loaded safely (weights_only=True)" in problems["pickled"]
     assert "is not a torch.export archive" in problems["fake_archive"]
+
+
+def test_an_edited_factory_is_reimported(tmp_path) -> None:
+    import os
+
+    from lfx_engine.project.models import import_callable
+
+    module = tmp_path / "edited_factory_mod.py"
+    module.write_text("def build():\n    return 1\n")
+    assert import_callable("edited_factory_mod:build", [tmp_path], "factory")() == 1
+    module.write_text("def build():\n    return 22\n")
+    os.utime(module, ns=(1, 10**18))
+    assert import_callable("edited_factory_mod:build", [tmp_path], "factory")() == 22

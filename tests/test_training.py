@@ -392,9 +392,9 @@ def test_cli_train_then_list_and_load(tmp_path, fake_data, capsys):
     assert clf["storage_dtype"] == "float16" and 0 <= clf["test_accuracy"] <= 1
     assert main(["zoo", "list", "--out", str(out)]) == 0
     table = capsys.readouterr().out
-    line = next(l for l in table.splitlines() if l.startswith("mnist_dae_consistency "))
+    line = next(row for row in table.splitlines() if row.startswith("mnist_dae_consistency "))
     assert "trained" in line and "not trained" not in line
-    assert "not trained" in next(l for l in table.splitlines() if l.startswith("mnist_betavae_b1_run1 "))
+    assert "not trained" in next(row for row in table.splitlines() if row.startswith("mnist_betavae_b1_run1 "))
     assert "2 of 112 entries trained" in table
     assert main(["zoo", "verify", "--out", str(out)]) == 0
     # tampering is detected by the manifest's sha256

@@ -122,12 +122,33 @@ def _python_path(folders: list[Path]) -> Iterator[None]:
                     sys.path.remove(item)
 
 
+_SOURCE_STAMPS: dict[str, tuple[int, int]] = {}
+
+
+def _fresh(module: Any) -> Any:
+    """The module, re-imported when its source file changed since it was imported (a user editing a factory)."""
+    source = getattr(module, "__file__", None)
+    if not source:
+        return module
+    try:
+        stat = os.stat(source)
+    except OSError:
+        return module
+    stamp = (stat.st_mtime_ns, stat.st_size)
+    known = _SOURCE_STAMPS.setdefault(module.__name__, stamp)
+    if known != stamp:
+        _SOURCE_STAMPS[module.__name__] = stamp
+        return importlib.reload(module)
+    return module
+
+
 def import_callable(spec: str, folders: list[Path], what: str) -> Callable[..., Any]:
     """``package.module:function`` → the function; CheckpointError saying why when it does not import."""
     module_name, _, attr = spec.partition(":")
     with _python_path(folders):
         try:
             module = importlib.import_module(module_name)
+            module = _fresh(module)
         except ModuleNotFoundError as exc:
             raise CheckpointError(f"{what} {spec!r} does not import: no module named {exc.name!r} (looked in "
                                   f"{', '.join(str(f) for f in folders)} and the installed packages); fix the module "
@@ -171,23 +192,11 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
     """``load_state_dict(strict=True)`` with a message listing what does not fit."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-        if shapes:
-            k = shapes[0]
-            parts.append(f"{len(shapes)} of another shape (e.g. {k}: file {tuple(state[k].shape)}, model "
-                         f"{tuple(expected[k].shape)})")
-        raise CheckpointError(f"weights {path.name} do not fit the factory's architecture: {'; '.join(parts)}. Check "
-                              "factory_kwargs, or that the file was saved from this architecture")
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
+    from lfx_engine.training.io import load_matching_state
+
+    load_matching_state(model, state, lambda what: f"weights {path.name} do not fit the factory's architecture: "
+                                                   f"{what}. Check factory_kwargs, or that the file was saved from "
+                                                   "this architecture")
 
 
 def resolve_attribute(root: nn.Module, path: str, what: str) -> nn.Module:

@@ -263,6 +263,32 @@ def load_state_dict(path: PathLike, *, expected_sha256: Optional[str] = None) ->
     return state, meta
 
 
+def state_dict_mismatch(expected: Mapping[str, Tensor], state: Mapping[str, Tensor]) -> str:
+    """What keeps ``state`` from loading into a model whose state dict is ``expected`` ("" when it fits)."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+    if wrong_shape:
+        k = wrong_shape[0]
+        parts.append(f"shape mismatch for {len(wrong_shape)} tensors (e.g. {k}: file {tuple(state[k].shape)}, model "
+                     f"{tuple(expected[k].shape)})")
+    return "; ".join(parts)
+
+
+def load_matching_state(model: nn.Module, state: Mapping[str, Tensor], error: Any) -> None:
+    """``load_state_dict(strict=True)`` after checking keys and shapes; ``error(what)`` words the CheckpointError."""
+    expected = model.state_dict()
+    problem = state_dict_mismatch(expected, state)
+    if problem:
+        raise CheckpointError(error(problem))
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
+
+
 def load_checkpoint(path: PathLike, arch: Optional[str] = None, *, expected_sha256: Optional[str] = None,
                     device: Optional[Union[str, torch.device]] = None, **arch_kwargs: Any) -> nn.Module:
     """Rebuild the model a checkpoint was saved from and load its weights; returned in ``eval()`` mode.
@@ -285,23 +311,7 @@ def load_checkpoint(path: PathLike, arch: Optional[str] = None, *, expected_sha2
         model = build_model(meta["arch"], **{**stored_kwargs, **arch_kwargs})
     except LFXError as exc:
         raise CheckpointError(f"{file} describes an architecture that cannot be built: {exc}") from None
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or wrong_shape:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:5]}")
-        if unexpected:
-            parts.append(f"unexpected {unexpected[:5]}")
-        if wrong_shape:
-            k = wrong_shape[0]
-            parts.append(f"shape mismatch for {len(wrong_shape)} tensors, e.g. {k}: file "
-                         f"{tuple(state[k].shape)} vs model {tuple(expected[k].shape)}")
-        raise CheckpointError(f"{file} does not match architecture {meta['arch']!r}: " + "; ".join(parts))
-    state = {k: v.to(expected[k].dtype) for k, v in state.items()}
-    model.load_state_dict(state, strict=True)
+    load_matching_state(model, state, lambda what: f"{file} does not match architecture {meta['arch']!r}: {what}")
     model.checkpoint_metadata = meta
     if device is not None:
         model.to(device)

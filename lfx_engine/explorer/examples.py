@@ -1,0 +1,265 @@
+"""Example importance of the explorer (METHOD §7.2): subsets, score rows and matrices, rankings, similarity rates."""
+from __future__ import annotations
+
+import copy
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from lfx_engine import cache
+from lfx_engine.data import (
+    balanced_subset_indices,
+    ecg_example_subsets,
+)
+from lfx_engine.errors import ParameterError
+from lfx_engine.example_importance import (
+    HESSIANS,
+    cosine_scores,
+    dknn_scores,
+    encode,
+    influence_scores,
+    simplex_scores,
+    tracin_scores,
+)
+from lfx_engine.example_importance.streaming import DEFAULT_MEMORY_MB
+from lfx_engine.explorer._core import (
+    EXAMPLE_METHODS,
+    METHOD_TITLES,
+    ExplorerCore,
+    Progress,
+    _balanced_or_first,
+)
+from lfx_engine.metrics import similarity_rates
+
+
+class ExampleViews(ExplorerCore):
+    """Training examples ranked for a test input, by latent distances or loss gradients."""
+
+    # ------------------------------------------------------------------ example importance
+    def example_subsets(self, name: str, n: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+        """Indices of the class-balanced train and test subsets (METHOD §6) used for example importance."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ParameterError(f"the subset size must be a positive integer, got {n!r}")
+        _, y_train = self.train_data(name)
+        _, y_test = self.test_data(name)
+        # pages ask several times a run: keep the answer while the loaded labels are the same objects
+        hit = self._subsets.get((name, int(n)))
+        if hit is not None and hit[0] is y_train and hit[1] is y_test:
+            return hit[2]
+        subsets = self._compute_subsets(name, int(n), y_train, y_test)
+        self._subsets[(name, int(n))] = (y_train, y_test, subsets)
+        return subsets
+
+    def _compute_subsets(self, name: str, n: int, y_train: torch.Tensor,
+                         y_test: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        entry = self.entry(name)
+        dataset = entry.dataset
+        k = len(self.class_names(dataset))
+        n_train = min(int(n), len(y_train))
+        n_test = min(int(n), len(y_test))
+        if dataset == "ecg5000" and entry.train_split == "examples_train":
+            # METHOD §6: train alternates normal/abnormal; test is a seeded permutation of examples_test
+            train, test = ecg_example_subsets(n_train=n_train, n_test=n_test)
+            return train.extra["indices"].numpy(), test.extra["indices"].numpy()
+        if entry.source == "zoo":
+            return (balanced_subset_indices(y_train, n_train, k).numpy(),
+                    balanced_subset_indices(y_test, n_test, k).numpy())
+        return _balanced_or_first(y_train, n_train, k), _balanced_or_first(y_test, n_test, k)
+
+    def example_scores(self, name: str, method: str, n: int = 1000, progress: Progress = None,
+                       params: dict[str, Any] | None = None) -> np.ndarray:
+        """(n_test, n_train) example-importance scores on the balanced subsets; cached on disk.
+
+        ``params`` are the method's own settings (influence: ``damp``, ``scale``,
+        ``recursion_depth``, ``minibatch_size``, ``hessian``, ``max_memory_mb``;
+        tracin: ``projection_dim``, ``max_memory_mb``; simplex: ``steps``, ``lr``);
+        they are part of the cache key, except the memory budget, which leaves the
+        scores unchanged (it counts only where it can change the Hessian ``auto`` picks).
+        """
+        params = self._check_example_params(name, method, params)
+        train_idx, test_idx = self.example_subsets(name, n)
+
+        def compute() -> dict[str, np.ndarray]:
+            model = self.model(name)
+            x_train = self.train_data(name)[0][torch.as_tensor(train_idx)]
+            x_test = self.test_data(name)[0][torch.as_tensor(test_idx)]
+            return {"scores": self._score(name, model, method, x_train, x_test, progress, params).numpy()}
+
+        return cache.cached("examples", self._examples_key(name, method, n, params), compute)["scores"]
+
+    def _examples_key(self, name: str, method: str, n: int, params: dict[str, Any]) -> dict[str, Any]:
+        params = dict(params)
+        budget = params.pop("max_memory_mb", DEFAULT_MEMORY_MB)
+        if method == "influence" and params.get("hessian", "exact") == "auto" and budget != DEFAULT_MEMORY_MB:
+            params["max_memory_mb"] = budget
+        extra = {"params": params} if params else {}
+        return self._key(name, method=method, n=n, **extra)
+
+    def examples_cached(self, name: str, method: str, n: int = 1000, params: dict[str, Any] | None = None) -> bool:
+        """Whether :meth:`example_scores` for these arguments is already on disk (instant)."""
+        params = self._check_example_params(name, method, params)
+        return cache.is_cached("examples", self._examples_key(name, method, n, params))
+
+    def _score(self, name: str, model: nn.Module, method: str, x_train: torch.Tensor, x_test: torch.Tensor,
+               progress: Progress, params: dict[str, Any] | None = None) -> torch.Tensor:
+        params = dict(params or {})
+        if method in ("dknn", "cosine", "simplex"):
+            h_train = encode(model.encoder, x_train, device=self.device)
+            h_test = encode(model.encoder, x_test, device=self.device)
+            if method == "dknn":
+                return dknn_scores(h_test, h_train)
+            if method == "cosine":
+                return cosine_scores(h_test, h_train)
+            return simplex_scores(h_test, h_train, device=self.device, progress=progress, **params)[0]
+        entry = self.entry(name)
+        loss_fn = entry.loss_fn
+        problem = self.example_method_problem(name, method)
+        if problem or getattr(model, "decoder", None) is None or loss_fn is None:
+            raise ParameterError(problem or f"{method} needs the model's pretext loss; {name} has no decoder")
+        if method == "tracin":
+            states = entry.tracin_loader() if entry.tracin_loader is not None else []
+            # TracIn loads each checkpoint into the model it is given: use a private copy so the shared,
+            # cached model other sessions are explaining is never touched
+            return tracin_scores(copy.deepcopy(model), states, x_train, x_test, loss_fn=loss_fn,
+                                 device=self.device, progress=progress, **params)
+        batch = int(params.pop("minibatch_size", 20 if entry.dataset == "ecg5000" else 300))
+        return influence_scores(model, x_train, x_test, loss_fn=loss_fn, minibatch_size=min(batch, len(x_train)),
+                                device=self.device, progress=progress, **params)
+
+    def similarity_curves(self, name: str, methods: Sequence[str], n: int = 1000,
+                          progress: Progress = None,
+                          params: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
+        """Similarity rates (most/least important) per method on the balanced subsets.
+
+        Columns ``fraction, n, most, least, prior, method``; ``params`` maps a method to its settings.
+        """
+        if not methods:
+            raise ParameterError("choose at least one example-importance method")
+        dataset = self.choice(name).dataset
+        if not self.is_labelled(dataset):
+            raise ParameterError(f"similarity rates compare labels, and dataset {self.dataset_title(dataset)} has "
+                                 "none; declare labels (an ImageFolder layout, y in the .npz or label_column)")
+        train_idx, test_idx = self.example_subsets(name, n)
+        y_train = self.train_data(name)[1][torch.as_tensor(train_idx)]
+        y_test = self.test_data(name)[1][torch.as_tensor(test_idx)]
+        params = params or {}
+        frames = []
+        for method in methods:
+            scores = self.example_scores(name, method, n, progress, params=params.get(method))
+            rates = similarity_rates(scores, y_test, y_train)
+            frames.append(rates.assign(method=method))
+        return pd.concat(frames, ignore_index=True)
+
+    #: Example-importance methods whose dataset-wide matrix is expensive on a CPU (computed on request only).
+    EXPENSIVE_EXAMPLE_METHODS = ("simplex", "tracin", "influence")
+    #: Example-importance methods that are expensive even for one test sample.
+    EXPENSIVE_SAMPLE_METHODS = ("tracin", "influence")
+
+    def example_method_problem(self, name: str, method: str) -> str | None:
+        """Why ``method`` cannot explain model ``name`` (None when it can)."""
+        if method not in EXAMPLE_METHODS:
+            return f"unknown example-importance method {method!r}; choose from {', '.join(EXAMPLE_METHODS)}"
+        if method not in ("tracin", "influence"):
+            return None
+        reason = self.entry(name).unsupported.get(method)
+        return f"{METHOD_TITLES[method]} {reason}" if reason else None
+
+    def example_param_defaults(self, name: str, method: str) -> dict[str, Any]:
+        """Default settings of an example-importance method for this model (METHOD §3)."""
+        if method == "influence":
+            batch = 20 if self.choice(name).dataset == "ecg5000" else 300
+            return {"damp": 1e-3, "scale": 1000.0, "recursion_depth": 100, "minibatch_size": batch, "hessian": "auto",
+                    "max_memory_mb": DEFAULT_MEMORY_MB}
+        if method == "simplex":
+            return {"steps": 1000, "lr": 0.1}
+        if method == "tracin":
+            return {"max_memory_mb": DEFAULT_MEMORY_MB}
+        return {}
+
+    def _check_example_params(self, name: str, method: str, params: dict[str, Any] | None) -> dict[str, Any]:
+        if method not in EXAMPLE_METHODS:
+            raise ParameterError(f"unknown example-importance method {method!r}; choose from {EXAMPLE_METHODS}")
+        params = dict(params or {})
+        allowed = {"influence": {"damp", "scale", "recursion_depth", "minibatch_size", "hessian", "max_memory_mb"},
+                   "simplex": {"steps", "lr"}, "tracin": {"projection_dim", "max_memory_mb"}}.get(method, set())
+        unknown = sorted(set(params) - allowed)
+        if unknown:
+            raise ParameterError(f"{METHOD_TITLES[method]} has no setting {', '.join(unknown)}"
+                                 + (f"; its settings are {', '.join(sorted(allowed))}" if allowed else ""))
+        for key in ("recursion_depth", "minibatch_size", "steps", "projection_dim"):
+            if key in params:
+                value = params[key]
+                if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                    raise ParameterError(f"{key} must be a positive integer, got {value!r}")
+                params[key] = int(value)
+        for key in ("scale", "lr", "max_memory_mb"):
+            if key in params:
+                if not np.isfinite(float(params[key])) or float(params[key]) <= 0:
+                    raise ParameterError(f"{key} must be a positive number, got {params[key]!r}")
+                params[key] = float(params[key])
+        if "hessian" in params and params["hessian"] not in HESSIANS:
+            raise ParameterError(f"hessian must be one of {', '.join(HESSIANS)}, got {params['hessian']!r}")
+        if "damp" in params:
+            if not 0.0 <= float(params["damp"]) < 1.0:
+                raise ParameterError(f"damp must lie in [0, 1), got {params['damp']!r}")
+            params["damp"] = float(params["damp"])
+        return params
+
+    def sample_example_scores(self, name: str, method: str, index: int, n: int = 1000,
+                              params: dict[str, Any] | None = None, compute: bool = True,
+                              progress: Progress = None) -> np.ndarray | None:
+        """Importance ``(n_train,)`` of each training-subset example for test input ``index``.
+
+        ``index`` is a position in the model's test split (any test input, not only
+        those of the test subset); the training side is the balanced subset of
+        :meth:`example_subsets`. The row equals that input's row of
+        :meth:`example_scores` (taken from it when already computed; for Influence
+        Functions with ``hessian="auto"`` a lone sample uses the exact Hessian, a
+        subset the Gauss–Newton one, which agree to about 0.2%). Expensive
+        methods are cached on disk; ``compute=False`` returns None instead of
+        computing a result that is not cached yet.
+        """
+        params = self._check_example_params(name, method, params)
+        problem = self.example_method_problem(name, method)
+        if problem:
+            raise ParameterError(problem)
+        index = self._check_index(name, index)
+        train_idx, test_idx = self.example_subsets(name, n)
+        position = np.flatnonzero(test_idx == index)
+        if position.size and self.examples_cached(name, method, n, params):
+            return self.example_scores(name, method, n, params=params)[int(position[0])]
+
+        def scores() -> dict[str, np.ndarray]:
+            x_train = self.train_data(name)[0][torch.as_tensor(train_idx)]
+            x_test = self.test_data(name)[0][index: index + 1]
+            row = self._score(name, self.model(name), method, x_train, x_test, progress, params)
+            return {"scores": row.numpy()[0]}
+
+        if method in ("dknn", "cosine"):
+            return scores()["scores"]
+        key = {**self._examples_key(name, method, n, params), "test_index": index}
+        if not compute and not cache.is_cached("example_rows", key):
+            return None
+        return cache.cached("example_rows", key, scores)["scores"]
+
+    def example_ranking(self, name: str, scores: np.ndarray, n: int = 1000) -> pd.DataFrame:
+        """Training-subset examples sorted from most to least important for one test input.
+
+        Columns: ``rank`` (1 = most important), ``position`` (in the training subset),
+        ``train_index`` (in the training split), ``score``, ``label``, ``class``.
+        """
+        train_idx, _ = self.example_subsets(name, n)
+        scores = np.asarray(scores, dtype=np.float64).ravel()
+        if scores.shape[0] != len(train_idx):
+            raise ParameterError(f"expected {len(train_idx)} scores (one per training-subset example), "
+                                 f"got {scores.shape[0]}")
+        order = np.argsort(-scores, kind="stable")
+        y_train = self.train_data(name)[1].numpy()
+        dataset = self.choice(name).dataset
+        labels = y_train[train_idx[order]]
+        return pd.DataFrame({"rank": np.arange(1, len(order) + 1), "position": order,
+                             "train_index": train_idx[order], "score": scores[order], "label": labels,
+                             "class": [self.label_name(dataset, int(c)) for c in labels]})

@@ -1,0 +1,68 @@
+"""Feature importance of the explorer: one-sample attributions, VAE unit maps, latents and the latent map."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lfx_engine import cache
+from lfx_engine.example_importance import encode
+from lfx_engine.explorer._core import ExplorerCore, Progress
+from lfx_engine.feature_importance import (
+    aggregate_channels,
+    label_free_attribution,
+    unit_attribution,
+)
+
+
+class FeatureViews(ExplorerCore):
+    """Label-free attributions of a few inputs (immediate) and the test set's latents (cached)."""
+
+    # ------------------------------------------------------------------ one sample (immediate)
+    def attribute(self, name: str, x: torch.Tensor, method: str, seed: int = 0, **kwargs: Any) -> np.ndarray:
+        """Label-free attribution of the model's encoder for a few inputs, input-shaped."""
+        self.check_input(name, x)
+        self._check_feature_method(name, method)
+        encoder = self.model(name).encoder
+        attr = label_free_attribution(encoder, x, method, baselines=self.baseline_for(name, x), seed=seed,
+                                      device=self.device, **kwargs)
+        return attr.numpy()
+
+    def display_map(self, attr: np.ndarray) -> np.ndarray:
+        """|attribution| averaged over channels: (N,H,W) for images, (N,T) for series."""
+        t = torch.as_tensor(attr)
+        if t.dim() == 4:
+            return aggregate_channels(t, "mean").abs()[:, 0].numpy()
+        return t.abs().sum(dim=-1).numpy()
+
+    def unit_maps(self, name: str, x: torch.Tensor, method: str = "gradient_shap", seed: int = 0) -> np.ndarray:
+        """Per-latent-unit saliency |z_j · A_j| (N, d, H, W) of a VAE."""
+        self.check_input(name, x)
+        return unit_attribution(self.model(name).encoder, x, method, baselines=self.baseline_for(name, x),
+                                seed=seed, device=self.device).numpy()
+
+    def latent(self, name: str, x: torch.Tensor) -> np.ndarray:
+        """Representation f(x) of a few inputs."""
+        return encode(self.model(name).encoder, x, device=self.device).numpy()
+
+    # ------------------------------------------------------------------ dataset-wide (disk cache)
+    def test_latents(self, name: str, progress: Progress = None) -> np.ndarray:
+        """Latents of the whole test split (cached on disk)."""
+        def compute() -> dict[str, np.ndarray]:
+            x, _ = self.test_data(name)
+            return {"z": encode(self.model(name).encoder, x, device=self.device, progress=progress).numpy()}
+        return cache.cached("latents", self._key(name, split="test"), compute)["z"]
+
+    def latent_map(self, name: str, n_points: int = 2000, progress: Progress = None) -> pd.DataFrame:
+        """2-D PCA of test latents for the first ``n_points`` test samples: idx, pc1, pc2, label."""
+        z = self.test_latents(name, progress)[:n_points].astype(np.float64)
+        _, y = self.test_data(name)
+        centred = z - z.mean(axis=0, keepdims=True)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        coords = centred @ vt[:2].T if vt.shape[0] >= 2 else np.column_stack([centred[:, 0], np.zeros(len(z))])
+        dataset = self.choice(name).dataset
+        labels = y[: len(z)].numpy()
+        return pd.DataFrame({"idx": np.arange(len(z)), "pc1": coords[:, 0], "pc2": coords[:, 1],
+                             "label": [self.label_name(dataset, int(c)) for c in labels]})
