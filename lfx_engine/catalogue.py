@@ -207,6 +207,7 @@ class Catalogue:
     _shared_lock = threading.Lock()
     _datasets_memo: dict[tuple, DatasetEntry] = {}
     _models_memo: dict[tuple, ModelEntry] = {}
+    _projects_memo: dict[tuple, Any] = {}
 
     def __init__(self, checkpoint_root: str | Path | None = None, projects: list[str | Path] | None = None) -> None:
         self._root = Path(checkpoint_root) if checkpoint_root is not None else None
@@ -305,13 +306,21 @@ class Catalogue:
     # ------------------------------------------------------------------ models
     def zoo_records(self) -> dict[str, dict[str, Any]]:
         """Manifest records of the trained zoo models whose checkpoint file exists (the one manifest reader)."""
-        from lfx_engine.training.zoo import read_manifest
+        from lfx_engine.training.zoo import manifest_path, read_manifest
 
         if not self.root.is_dir():
             return {}
-        entries = read_manifest(self.root)["entries"]
-        return {name: rec for name, rec in entries.items()
-                if isinstance(rec, dict) and rec.get("file") and (self.root / rec["file"]).is_file()}
+        # re-read only when the manifest changes: pages ask for entries many times a run
+        key = ("zoo", str(self.root), _signature([manifest_path(self.root)]))
+        with self._shared_lock:
+            hit = self._projects_memo.get(key)
+        if hit is None:
+            entries = read_manifest(self.root)["entries"]
+            hit = {name: rec for name, rec in entries.items()
+                   if isinstance(rec, dict) and rec.get("file") and (self.root / rec["file"]).is_file()}
+            with self._shared_lock:
+                self._projects_memo[key] = hit
+        return hit
 
     def models(self) -> list[ModelEntry]:
         """Every model: trained zoo entries, then project models, then Python registrations (bad ones included)."""
@@ -410,11 +419,11 @@ class Catalogue:
         for path in self.projects:
             key = ("project", str(path), _signature([path]))
             with self._shared_lock:
-                hit = self._datasets_memo.get(key)
+                hit = self._projects_memo.get(key)
             if hit is None:
-                hit = parse_project(path, tuple(_builtin_names()))  # type: ignore[assignment]
+                hit = parse_project(path, tuple(_builtin_names()))
                 with self._shared_lock:
-                    self._datasets_memo[key] = hit  # type: ignore[assignment]
+                    self._projects_memo[key] = hit
             out.append(hit)
         return out
 

@@ -57,8 +57,8 @@ def progress_reporter(label: str) -> tuple[Callable[[int, int], None], Callable[
 
 
 def checkpoint_sha(name: str) -> str:
-    """The sha256 of a trained model's checkpoint (part of every cache key below)."""
-    return str(get_explorer().choice(name).record.get("sha256"))
+    """The sha256 of a model's weights, zoo or user (part of every cache key below)."""
+    return get_explorer().entry(name).sha256
 
 
 def sample_attribution(name: str, index: int, method: str) -> np.ndarray:

@@ -83,10 +83,11 @@ if sample is None:
     st.stop()
 in_subset = bool(np.isin(sample, test_idx))
 info_col.markdown(
-    f"Test sample **#{sample}** is compared with the **{len(train_idx)}** training examples of the class-balanced "
-    f"training subset. " + ("It belongs to the balanced test subset used for the similarity rates."
-                            if in_subset else "It is not in the balanced test subset of the similarity rates; "
-                            "its own scores are computed directly."))
+    f"Test sample **#{sample}** is compared with the **{len(train_idx)}** training examples of the "
+    + ("class-balanced training subset. " if labelled else "training subset (the first ones: the data has no labels). ")
+    + ("" if not labelled else "It belongs to the balanced test subset used for the similarity rates."
+       if in_subset else "It is not in the balanced test subset of the similarity rates; its own scores are "
+       "computed directly."))
 if not methods:
     st.info("Pick at least one example-importance method.")
     st.stop()

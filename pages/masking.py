@@ -50,8 +50,9 @@ if st.session_state.get("mask_n", 0) > limit:  # a larger test split was chosen 
     st.session_state["mask_n"] = limit
 # the widget's state wins once it exists; a default next to it would only log a duplication warning
 initial_n = None if "mask_n" in st.session_state else default_n
-n_samples = right.slider("Test inputs in the subset (the first n of the test split)", min_value=10,
-                         max_value=limit, value=initial_n, step=10, key="mask_n",
+small = limit < 20  # a user's small test split: any size from 1
+n_samples = right.slider("Test inputs in the subset (the first n of the test split)", min_value=1 if small else 10,
+                         max_value=limit, value=initial_n, step=1 if small else 10, key="mask_n",
                          help="Larger subsets give tighter bands but take longer the first time "
                               "(results are cached on disk afterwards).")
 if not methods:

@@ -490,3 +490,39 @@ def test_an_edited_factory_is_reimported(tmp_path) -> None:
     module.write_text("def build():\n    return 22\n")
     os.utime(module, ns=(1, 10**18))
     assert import_callable("edited_factory_mod:build", [tmp_path], "factory")() == 22
+
+
+def test_a_loss_from_user_code_drives_the_gradient_methods(project, tmp_path, monkeypatch) -> None:
+    example = project.parent
+    (tmp_path / "my_losses.py").write_text(
+        "def huber(output, target):\n"
+        "    import torch\n"
+        "    return torch.nn.functional.huber_loss(output, target, reduction='none').flatten(1).mean(1)\n")
+    path = tmp_path / "loss.toml"
+    path.write_text(textwrap.dedent(f'''
+        [project]
+        python_path = ["{example}", "{tmp_path}"]
+        [datasets.digits]
+        kind = "image_folder"
+        path = "{example / 'data' / 'digits'}"
+        [models.huber_ae]
+        dataset = "digits"
+        factory = "my_models:build_autoencoder"
+        weights = "{example / 'weights' / 'autoencoder.safetensors'}"
+        decoder = "decoder"
+        loss = "my_losses:huber"
+        [models.bad_loss]
+        dataset = "digits"
+        factory = "my_models:build_autoencoder"
+        weights = "{example / 'weights' / 'autoencoder.safetensors'}"
+        decoder = "decoder"
+        loss = "my_losses:absent"
+        '''))
+    entry = Catalogue(projects=[path]).model_entry("huber_ae")
+    assert entry.problem == "" and entry.supports("influence") and entry.loss_fn.__name__ == "huber"
+    assert "has no attribute 'absent'" in Catalogue(projects=[path]).model_entry("bad_loss").problem
+    monkeypatch.setenv("LFX_PROJECT", str(path))
+    monkeypatch.setenv("LFX_CACHE_DIR", str(tmp_path / "cache"))
+    row = Explorer("cpu").sample_example_scores("huber_ae", "influence", 0, n=20,
+                                                params={"recursion_depth": 2, "hessian": "exact"})
+    assert row.shape == (20,) and np.isfinite(row).all()

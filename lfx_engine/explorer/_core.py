@@ -27,7 +27,6 @@ from lfx_engine.training.zoo import ZOO
 
 Progress = Callable[[int, int], None] | None
 
-
 #: Feature-importance methods offered for browsing, in display order.
 FEATURE_METHODS = ("saliency", "integrated_gradients", "gradient_shap", "input_x_gradient", "deeplift",
                    "smoothgrad", "occlusion")
@@ -68,10 +67,8 @@ class ModelChoice:
         return f"{kind}, {self.experiment} (run {self.run})"
 
 
-
 class ExplorerCore:
     """Datasets, models and their data for one app process (the base of every view)."""
-
 
     def __init__(self, device: torch.device | str | None = None) -> None:
         self.device = torch.device(device) if device is not None else default_device()
@@ -268,7 +265,6 @@ class ExplorerCore:
         """Training-split inputs at ``indices`` (for display)."""
         x, _ = self.train_data(name)
         return x[torch.from_numpy(np.array(indices, dtype=np.int64))].numpy()
-
 
 
 def _as_choice(entry: ModelEntry) -> ModelChoice:

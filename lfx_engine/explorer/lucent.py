@@ -121,8 +121,6 @@ class LucentViews(ExplorerCore):
         return out.flatten(1).mean(dim=1).cpu().numpy() if out.dim() > 1 else out.cpu().numpy()
 
 
-
-
 class _LucentProbe(nn.Module):
     """Exposes one layer of an encoder as the output of a module named ``mu``.
 
