@@ -68,7 +68,7 @@ def train(x: torch.Tensor, epochs: int, weights: Path, seed: int) -> torch.nn.Mo
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            total += float(loss) * len(batch)
+            total += loss.item() * len(batch)
         save_file(model.state_dict(), str(weights / f"checkpoint_epoch{epoch}.safetensors"))
         print(f"epoch {epoch + 1}/{epochs}: reconstruction BCE {total / len(x):.4f}")
     save_file(model.state_dict(), str(weights / "autoencoder.safetensors"))
