@@ -30,22 +30,24 @@ st.caption("Does a larger β (more disentangled latents) make the units attend t
 if (message := state.url_error()):
     st.warning(message)
 
-if not explorer.vae_models():
+if not explorer.vae_models() and not explorer.user_vaes():
     study.missing_models("β-VAEs or β-TC-VAEs", ["python -m lfx_engine train 'mnist_betavae_*'",
                                                  "python -m lfx_engine train 'mnist_btcvae_*'"])
     st.stop()
-choice = study.pick_study_model("dis", VAE_TASKS, "VAEs")
+choice = study.pick_study_model("dis", (*VAE_TASKS, "vae"), "VAEs")
 if choice is None:
     st.stop()
 name, dataset = choice.name, choice.dataset
-vaes = explorer.vae_models(dataset)
+zoo = choice.source == "zoo"  # the zoo's β × loss grid; a user's VAEs are shown on their own
+vaes = explorer.vae_models(dataset) if zoo else explorer.user_vaes(dataset)
 runs = sorted({m.run for m in vaes})
 run = st.sidebar.selectbox("Run (unit-map grid)", runs, index=runs.index(choice.run), key="dis_run",
-                           help="The grid shows every VAE of this run; the selected VAE is drawn in bold.")
+                           help="The grid shows every VAE of this run; the selected VAE is drawn in bold.") \
+    if zoo else choice.run
 size = explorer.test_size(name)
 n_test = study.subset_choice("dis", size, 200)
 missing = sorted({f"{dataset}_{loss}_b{b}_run{run}" for loss in VAE_TASKS for b in (1, 5, 10)}
-                 - {m.name for m in vaes})
+                 - {m.name for m in vaes}) if zoo else []
 
 # ---------------------------------------------------------------------------- per-unit maps of the sample
 st.subheader("Per-unit saliency of the selected sample")
@@ -65,7 +67,7 @@ with grid_col:
             peak = float(maps.max()) or 1.0  # one colour scale per row: a silent unit stays dark
             tiles = [images.input_image(x, TILE)] + [images.heatmap(m, TILE, peak=peak) for m in maps]
             tiles_all.extend(tiles)
-            heading = f"{sc.LOSS_TITLES[vae.task]} β = {vae.beta:g}"
+            heading = f"{sc.LOSS_TITLES[vae.task]} β = {vae.beta:g}" if vae.source == "zoo" else vae.label
             st.markdown(f"**{heading} ← selected**" if vae.name == name else heading)
             st.image(tiles, width=TILE, output_format="PNG",
                      caption=["input"] + [f"unit {j} · μ = {mu[j]:+.2f}" for j in range(len(maps))])
@@ -85,13 +87,35 @@ if table_rows:
 
 # ---------------------------------------------------------------------------- metrics vs beta
 st.divider()
-st.subheader("Disentanglement metrics vs β")
 subset = f"{'all' if n_test is None else f'the first {n_test:,}'} test inputs"
+if not zoo:
+    st.subheader(f"Unit-map metrics of {choice.label}")
+    values = None
+    with user_errors():
+        if explorer.vae_unit_metrics_cached(name, n_test):
+            values = explorer.vae_unit_metrics(name, n_test)
+        else:
+            st.button(f"Compute the five metrics on {subset}", type="primary", key="dis_user_compute",
+                      on_click=study.request, args=("dis_user_go",))
+            if st.session_state.pop("dis_user_go", False):
+                with st.spinner(f"Per-unit GradientShap on {subset}…", show_time=True):
+                    values = explorer.vae_unit_metrics(name, n_test)
+    if values is not None:
+        cols = st.columns(len(values))
+        for col, (metric, value) in zip(cols, values.items()):
+            col.metric(sc.METRIC_TITLES.get(metric, metric), f"{value:.3f}")
+        st.caption("Pooled Pearson, Spearman and cosine between the unit maps (lower = more distinct units), the "
+                   f"entropy of each pixel's share across units (at most ln d = {np.log(choice.latent_dim):.2f}) "
+                   "and the mean number of units above an equal share: the same computation as `reproduce disvae` "
+                   "runs for each zoo VAE.")
+        charts.downloads(f"unit_metrics_{name}", csv=pd.DataFrame([values]), key="dis_user_metrics")
+else:
+    st.subheader("Disentanglement metrics vs β")
 result = None
 with user_errors():
-    if explorer.disvae_cached(dataset, n_test):
+    if zoo and explorer.disvae_cached(dataset, n_test):
         result = explorer.disvae_study(dataset, n_test)
-    else:
+    elif zoo:  # a user's VAE has no β × loss grid to compare
         slot = st.empty()
         offer = slot.container()
         offer.info(f"Not computed yet for {subset}: per-unit GradientShap of {len(vaes)} VAE(s), streamed into the "
@@ -106,7 +130,7 @@ with user_errors():
                 lambda progress, log: explorer.disvae_study(dataset, n_test, progress=progress, log=log),
                 unit="VAEs")
             slot.empty()
-reference = explorer.disvae_reference(dataset)
+reference = explorer.disvae_reference(dataset) if zoo else pd.DataFrame()
 if result is not None:
     metrics = result["metrics"]
     long = metrics.melt(id_vars=["model", "loss", "beta", "run"], value_vars=list(sc.METRIC_TITLES),
@@ -141,6 +165,9 @@ elif len(reference):
 # ---------------------------------------------------------------------------- latent traversal
 st.divider()
 st.subheader(f"Latent traversal through the decoder — {choice.label}")
+if not explorer.has_decoder(name):
+    st.info("This VAE has no decoder declared (decoder = '…' in the project file), so its codes cannot be decoded.")
+    st.stop()
 ctrl = st.columns(3)
 span = ctrl[0].slider("Range around μ_j (±)", min_value=0.5, max_value=6.0, value=3.0, step=0.5, key="dis_span",
                       help="Each row varies one unit over μ_j ± this range (prior N(0, 1)); the others keep the "

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 import pytest
 
 import apptest_helpers
@@ -18,6 +20,7 @@ from project_fixture import build_example_project
 
 TIMEOUT = 120
 MODELS = {"small_ae": "digits", "small_ae_unlabelled": "unlabelled", "exported_encoder": "digits"}
+#: the example's VAE (kind = "vae", mu = "tuple:0") meets the Disentanglement page
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +49,7 @@ def test_home_lists_the_users_models_next_to_the_zoo() -> None:
     datasets = frames[0]
     assert {"digits", "unlabelled", "MNIST"} <= set(datasets["dataset"])
     yours = next(f for f in frames if "title" in f.columns)
-    assert set(yours["model"]) == set(MODELS)
+    assert set(yours["model"]) == {*MODELS, "small_vae"}
     assert any("mnist_dae_consistency" in set(f.get("model", [])) for f in frames)
 
 
@@ -108,3 +111,17 @@ def test_lucent_on_a_user_image_encoder() -> None:
     at = ok(open_page("lucent", dataset="digits", model="small_ae"))
     assert at.session_state["sel_model"] == "small_ae"
     assert "Every unit of the latent layer" in texts(at) and "Expected time" in texts(at)
+
+
+def test_disentanglement_on_a_user_vae() -> None:
+    at = ok(open_page("disentanglement", dataset="digits", model="small_vae", sample=3))
+    assert at.session_state["sel_model"] == "small_vae"
+    assert "Small VAE (your vae)" in texts(at)  # one row of unit maps: the user's VAE alone
+    assert len(at.image) >= 2  # the sample tile and the unit-map row, then the traversal rows
+    next(b for b in at.button if b.label.startswith("Compute the five metrics")).click().run()
+    ok(at)
+    metrics = {m.label: float(m.value) for m in at.metric if m.label in ("Pearson", "cosine", "entropy")}
+    assert set(metrics) == {"Pearson", "cosine", "entropy"}
+    assert -1 <= metrics["Pearson"] <= 1
+    assert 0 <= metrics["entropy"] <= np.log(4) + 1e-6
+    assert "Disentanglement metrics vs β" not in texts(at)

@@ -25,7 +25,7 @@ from lfx_engine.explorer import Explorer
 from lfx_engine.project.schema import parse_project
 from project_fixture import build_example_project
 
-MODELS = ("small_ae", "small_ae_unlabelled", "exported_encoder")
+MODELS = ("small_ae", "small_ae_unlabelled", "exported_encoder", "small_vae")
 
 
 @pytest.fixture(scope="module")
@@ -526,3 +526,22 @@ def test_a_loss_from_user_code_drives_the_gradient_methods(project, tmp_path, mo
     row = Explorer("cpu").sample_example_scores("huber_ae", "influence", 0, n=20,
                                                 params={"recursion_depth": 2, "hessian": "exact"})
     assert row.shape == (20,) and np.isfinite(row).all()
+
+
+def test_a_user_vae_explains_its_posterior_mean(explorer) -> None:
+    entry = explorer.entry("small_vae")
+    assert entry.latent_dim == 4 and entry.supports("disentanglement") and entry.task == "vae"
+    assert [m.name for m in explorer.user_vaes("digits")] == ["small_vae"]
+    x, _ = explorer.sample("small_vae", 2)
+    maps = explorer.unit_maps("small_vae", x)
+    assert maps.shape == (1, 4, 28, 28) and (maps >= 0).all() and maps.sum() > 0
+    mu = explorer.latent("small_vae", x)
+    model = explorer.model("small_vae")
+    with torch.no_grad():
+        assert torch.allclose(torch.from_numpy(mu), model.encoder.net(x)[0])  # mu = "tuple:0"
+    assert explorer.traversal("small_vae", 2, 1, [-1.0, 0.0, 1.0]).shape == (3, 1, 28, 28)
+    assert not explorer.vae_unit_metrics_cached("small_vae", 8)
+    metrics = explorer.vae_unit_metrics("small_vae", 8)
+    assert explorer.vae_unit_metrics_cached("small_vae", 8)
+    assert set(metrics) == {"pearson", "spearman", "cosine", "entropy", "active_units"}
+    assert all(np.isfinite(v) for v in metrics.values())

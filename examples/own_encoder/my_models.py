@@ -5,6 +5,7 @@ and explains its ``encoder``; TracIn and Influence Functions also use its ``deco
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -31,3 +32,32 @@ class SmallAutoencoder(nn.Module):
 def build_autoencoder(latent_dim: int = 8, width: int = 16) -> SmallAutoencoder:
     """The factory the project file names: returns an untrained model; LFX Explorer loads the weights."""
     return SmallAutoencoder(latent_dim, width)
+
+
+class SmallVAE(nn.Module):
+    """A VAE whose encoder returns the tuple ``(μ, log σ²)``; the project file says ``mu = "tuple:0"``."""
+
+    def __init__(self, latent_dim: int = 4, width: int = 16) -> None:
+        super().__init__()
+        self.encoder = _GaussianEncoder(latent_dim, width)
+        self.decoder = SmallAutoencoder(latent_dim, width).decoder
+
+    def forward(self, x):
+        mu, logvar = self.encoder(x)
+        z = mu + (0.5 * logvar).exp() * torch.randn_like(mu) if self.training else mu
+        return self.decoder(z), mu, logvar
+
+
+class _GaussianEncoder(nn.Module):
+    def __init__(self, latent_dim: int, width: int) -> None:
+        super().__init__()
+        self.body = SmallAutoencoder(2 * latent_dim, width).encoder
+
+    def forward(self, x):
+        mu, logvar = self.body(x).chunk(2, dim=1)
+        return mu, logvar
+
+
+def build_vae(latent_dim: int = 4, width: int = 16) -> SmallVAE:
+    """The factory of the example's VAE."""
+    return SmallVAE(latent_dim, width)

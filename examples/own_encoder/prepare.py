@@ -7,7 +7,7 @@
    ``LFX_DATA_DIR`` (``python -m lfx_engine data fetch mnist`` downloads them). Any folder of
    your own PNG/JPEG images works the same way.
 2. Trains ``my_models.SmallAutoencoder`` on them and saves its weights as safetensors, plus
-   one checkpoint per epoch for TracIn.
+   one checkpoint per epoch for TracIn, and a small β-VAE (``my_models.SmallVAE``).
 3. Exports the trained encoder alone with ``torch.export`` (``weights/encoder.pt2``): a model
    LFX Explorer loads without any user code.
 
@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from my_models import build_autoencoder  # noqa: E402
+from my_models import build_autoencoder, build_vae  # noqa: E402
 
 
 def write_images(out: Path, n_per_class: int, n_unlabelled: int, seed: int) -> torch.Tensor:
@@ -75,6 +75,26 @@ def train(x: torch.Tensor, epochs: int, weights: Path, seed: int) -> torch.nn.Mo
     return model.eval()
 
 
+def train_vae(x: torch.Tensor, epochs: int, weights: Path, seed: int, beta: float = 1.0) -> None:
+    """A β-VAE (Bernoulli reconstruction summed per image, KL to N(0, I)); saves its final weights."""
+    torch.manual_seed(seed)
+    model = build_vae()
+    optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
+    for epoch in range(epochs):
+        order = torch.randperm(len(x))
+        for start in range(0, len(x), 64):
+            batch = x[order[start:start + 64]]
+            recon, mu, logvar = model(batch)
+            rec = torch.nn.functional.binary_cross_entropy(recon, batch, reduction="sum") / len(batch)
+            kl = -0.5 * (1 + logvar - mu.square() - logvar.exp()).sum(dim=1).mean()
+            loss = rec + beta * kl
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    print(f"VAE: reconstruction {rec.item():.1f}, KL {kl.item():.2f} after {epochs} epochs")
+    save_file(model.state_dict(), str(weights / "vae.safetensors"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=HERE, help="folder for data/ and weights/ (default: here)")
@@ -87,10 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     x = write_images(args.out / "data", args.per_class, args.unlabelled, args.seed)
     print(f"wrote {len(x)} labelled and {args.unlabelled} unlabelled PNGs under {args.out / 'data'}")
     model = train(x, args.epochs, args.out / "weights", args.seed)
+    train_vae(x, args.epochs, args.out / "weights", args.seed)
     # the batch axis is dynamic, so the archive explains one input or a thousand
     program = torch.export.export(model.encoder, (x[:2],), dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
     torch.export.save(program, str(args.out / "weights" / "encoder.pt2"))
-    print(f"saved weights/autoencoder.safetensors, {args.epochs} TracIn checkpoints and weights/encoder.pt2 "
+    print(f"saved weights/autoencoder.safetensors, {args.epochs} TracIn checkpoints, vae.safetensors and encoder.pt2 "
           f"in {time.perf_counter() - start:.0f} s")
     return 0
 

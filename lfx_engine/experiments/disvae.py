@@ -85,17 +85,28 @@ def test_inputs(dataset: str, n_test: int | None) -> torch.Tensor:
     return resize_to_32(x) if dataset == "mnist" else x
 
 
+def unit_metrics_parts(name: str, n: int, identity: dict[str, Any], *, seed: int, chunk: int, n_maps: int,
+                       spearman_max_pixels: int) -> dict[str, Any]:
+    """The cache key of :func:`unit_metrics` (also used to ask whether a result is on disk)."""
+    return {"experiment": EXPERIMENT, "model": name, "sha256": identity["sha256"], "data": identity["data"],
+            "n": int(n), "method": "gradient_shap", "seed": seed, "chunk": chunk, "n_maps": n_maps,
+            "spearman_max_pixels": spearman_max_pixels, "baseline": "zeros"}
+
+
 def unit_metrics(result: ExperimentResult | None, hub: ModelHub, name: str, dataset: str, x: torch.Tensor, *,
                  seed: int, chunk: int, n_maps: int, spearman_max_pixels: int, batch_size: int,
-                 device: torch.device, use_cache: bool = True) -> dict[str, np.ndarray]:
+                 device: torch.device, use_cache: bool = True,
+                 identity: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
     """Streamed disentanglement metrics of one VAE (+ the first ``n_maps`` unit maps); disk-cached.
 
     Chunk ``k`` of ``chunk`` images uses GradientShap seed ``seed + k``, so the
-    result depends on (seed, chunk), both in the cache key.
+    result depends on (seed, chunk), both in the cache key. ``identity`` gives
+    the weights' ``sha256`` and the ``data`` fingerprint of a model that is not
+    in the zoo (a user's VAE); by default both come from the hub and the data folder.
     """
-    parts = {"experiment": EXPERIMENT, "model": name, "sha256": hub.record(name)["sha256"],
-             "data": data_fingerprint(dataset), "n": int(len(x)), "method": "gradient_shap", "seed": seed,
-             "chunk": chunk, "n_maps": n_maps, "spearman_max_pixels": spearman_max_pixels, "baseline": "zeros"}
+    identity = identity or {"sha256": hub.record(name)["sha256"], "data": data_fingerprint(dataset)}
+    parts = unit_metrics_parts(name, len(x), identity, seed=seed, chunk=chunk, n_maps=n_maps,
+                               spearman_max_pixels=spearman_max_pixels)
 
     def compute() -> dict[str, np.ndarray]:
         encoder = hub.load(name).encoder

@@ -104,6 +104,50 @@ class StudyViews(FeatureViews):
         models = self.models(dataset, experiment="disvae")
         return sorted(models, key=lambda m: (m.dataset, m.task, float(m.beta or 0), m.run))
 
+    def user_vaes(self, dataset: str | None = None) -> list[ModelChoice]:
+        """The user's VAEs (project files, registrations) whose units can be explained (images, gradients)."""
+        return [m for m in self.models(dataset, tasks=("vae",))
+                if m.source != "zoo" and self.entry(m.name).supports("disentanglement")]
+
+    def has_decoder(self, name: str) -> bool:
+        """Whether the model decodes latent codes (traversals, free decoding)."""
+        model = self.model(name)
+        return getattr(model, "decode", None) is not None or getattr(model, "decoder", None) is not None
+
+    def _unit_metrics_args(self, name: str, n_test: int | None) -> dict[str, Any]:
+        from lfx_engine.experiments.disvae import SPEARMAN_MAX_PIXELS
+
+        self._check_subset(n_test)
+        entry = self.entry(name)
+        if not entry.supports("disentanglement"):
+            raise ParameterError(f"unit metrics do not apply to {name}: {entry.unsupported['disentanglement']}")
+        x = self.test_data(name)[0]
+        x = x if n_test is None else x[:n_test]
+        return {"hub": self.study_hub(), "name": name, "dataset": entry.dataset, "x": x, "seed": 0, "chunk": 500,
+                "n_maps": 1, "spearman_max_pixels": SPEARMAN_MAX_PIXELS, "batch_size": 256, "device": self.device,
+                "identity": {"sha256": entry.sha256, "data": self.catalogue.fingerprint(entry.dataset)}}
+
+    def vae_unit_metrics_cached(self, name: str, n_test: int | None = 200) -> bool:
+        """Whether :meth:`vae_unit_metrics` for these arguments is on disk (instant)."""
+        from lfx_engine.experiments.common import CACHE_VERSION
+        from lfx_engine.experiments.disvae import unit_metrics_parts
+
+        args = self._unit_metrics_args(name, n_test)
+        parts = unit_metrics_parts(name, len(args["x"]), args["identity"], seed=args["seed"], chunk=args["chunk"],
+                                   n_maps=args["n_maps"], spearman_max_pixels=args["spearman_max_pixels"])
+        return cache.is_cached("exp_disvae_metrics", {"cache_version": CACHE_VERSION, **parts})
+
+    def vae_unit_metrics(self, name: str, n_test: int | None = 200) -> dict[str, float]:
+        """METHOD §4's five unit-map metrics of one VAE (a user's, say) on its first ``n_test`` test inputs; cached.
+
+        The same computation as ``reproduce disvae`` runs for each zoo VAE (per-unit GradientShap with the zero
+        baseline, streamed).
+        """
+        from lfx_engine.experiments.disvae import METRICS, unit_metrics
+
+        arrays = unit_metrics(None, **self._unit_metrics_args(name, n_test))
+        return {metric: float(value) for metric, value in zip(METRICS, arrays["metrics"])}
+
     def _disvae_key(self, dataset: str, n_test: int | None) -> dict[str, Any] | None:
         names = [m.name for m in self.vae_models(dataset)]
         return self._study_key("disvae", names, dataset=dataset, n_test=n_test) if names else None

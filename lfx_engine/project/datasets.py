@@ -152,7 +152,8 @@ def _npz(cfg: EntryConfig, path: Path) -> tuple[np.ndarray, np.ndarray, tuple[st
         x = np.transpose(x, (0, 3, 1, 2))  # channels-last images
     if x.ndim not in (3, 4):
         raise _fail(cfg, f"x in {path} has shape {x.shape}; expected (N, C, H, W) images or (N, T) / (N, T, 1) series")
-    x = x.astype(np.float32)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, refused with a message below
+        x = x.astype(np.float32)
     if isinstance(cfg.get("resize"), list) and x.ndim == 4:
         resized = torch.nn.functional.interpolate(torch.from_numpy(x), size=tuple(cfg.get("resize")),
                                                   mode="bilinear", align_corners=False)

@@ -156,9 +156,10 @@ def _finish(entry: ModelEntry, catalogue: Catalogue, build: Callable[[], UserMod
         unsupported["tracin"] = "needs saved training checkpoints: list them in tracin_checkpoints"
     if entry.task != "vae":
         unsupported["disentanglement"] = "per-unit maps are for VAEs (kind = \"vae\")"
-    else:
-        unsupported["disentanglement"] = ("the Disentanglement page compares the zoo's β × loss grid of VAEs; explain "
-                                          "this VAE's units on the Lucent page")
+    elif len(dataset.input_shape or ()) != 3:
+        unsupported["disentanglement"] = "per-unit maps are drawn for image VAEs"
+    elif "gradients" in unsupported:
+        unsupported["disentanglement"] = "per-unit GradientShap needs gradients through the encoder"
     entry.loss_fn = model.loss_fn
     entry.tracin_loader = tracin
     entry.loader = lambda device: build().eval().to(device)
