@@ -110,7 +110,7 @@ def register_dataset(name: str, x_train: torch.Tensor | np.ndarray, x_test: torc
     (unlabelled data gets ``-1``). Without ``x_test`` a seeded ``test_fraction``
     is held out.
     """
-    from lfx_engine.project.datasets import LoadedDataset, _fingerprint
+    from lfx_engine.project.datasets import LoadedDataset, _fingerprint, split_indices
     from lfx_engine.project.schema import BASELINES, NAME_PATTERN
 
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
@@ -129,10 +129,11 @@ def register_dataset(name: str, x_train: torch.Tensor | np.ndarray, x_test: torc
         return torch.full((n,), -1, dtype=torch.long) if y is None else torch.as_tensor(np.asarray(y)).long().reshape(-1)
 
     if x_test is None:
-        n_test = max(1, int(round(len(x_tr) * test_fraction)))
-        perm = torch.randperm(len(x_tr), generator=torch.Generator().manual_seed(0))
+        split = split_indices(len(x_tr), test_fraction, 0)
+        if split is None or not 0 < test_fraction < 1:
+            raise ParameterError(f"{len(x_tr)} inputs cannot be split with test_fraction {test_fraction}; pass x_test")
         y_all = labels(y_train, len(x_tr))
-        test_idx, train_idx = perm[:n_test].sort().values, perm[n_test:].sort().values
+        train_idx, test_idx = (torch.from_numpy(i) for i in split)
         x_te, y_te, x_tr, y_tr = x_tr[test_idx], y_all[test_idx], x_tr[train_idx], y_all[train_idx]
     else:
         x_te = torch.as_tensor(np.asarray(x_test, dtype=np.float32))
@@ -410,7 +411,10 @@ class Catalogue:
     def _python_model(self, name: str) -> ModelEntry:
         from lfx_engine.project.loading import build_python_model
 
-        return build_python_model(self, name, _PY_MODELS[name])
+        spec = _PY_MODELS[name]
+        if "entry" not in spec:  # probed once per registration (register_model again to re-check)
+            spec["entry"] = build_python_model(self, name, spec)
+        return spec["entry"]
 
     def _parsed_projects(self) -> list[Any]:
         from lfx_engine.project.schema import parse_project

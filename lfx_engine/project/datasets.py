@@ -271,13 +271,20 @@ def _check_values(cfg: EntryConfig, x: np.ndarray, where: Path) -> np.ndarray:
     return x
 
 
-def _split(cfg: EntryConfig, n: int) -> tuple[np.ndarray, np.ndarray]:
-    fraction = float(cfg.get("test_fraction", 0.2))
+def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Sorted (train, test) positions of a seeded random hold-out of ``round(n·fraction)`` examples (None: too few)."""
     n_test = max(1, int(round(n * fraction)))
     if n - n_test < 1:
-        raise _fail(cfg, f"{n} examples are too few to split into train and test; add examples or give test_path")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(cfg.get("split_seed", 0)))).numpy()
+        return None
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed))).numpy()
     return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
+def _split(cfg: EntryConfig, n: int) -> tuple[np.ndarray, np.ndarray]:
+    split = split_indices(n, float(cfg.get("test_fraction", 0.2)), int(cfg.get("split_seed", 0)))
+    if split is None:
+        raise _fail(cfg, f"{n} examples are too few to split into train and test; add examples or give test_path")
+    return split
 
 
 def _fingerprint(*arrays: np.ndarray) -> str:
