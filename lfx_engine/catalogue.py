@@ -307,18 +307,26 @@ class Catalogue:
     # ------------------------------------------------------------------ models
     def zoo_records(self) -> dict[str, dict[str, Any]]:
         """Manifest records of the trained zoo models whose checkpoint file exists (the one manifest reader)."""
-        from lfx_engine.training.zoo import manifest_path, read_manifest
+        return self._zoo()[0]
+
+    def zoo_problems(self) -> list[tuple[str, str]]:
+        """Manifest records skipped by the schema (or the whole file), with why."""
+        return self._zoo()[1]
+
+    def _zoo(self) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str]]]:
+        from lfx_engine.training.manifest import valid_records
+        from lfx_engine.training.zoo import manifest_path
 
         if not self.root.is_dir():
-            return {}
+            return {}, []
         # re-read only when the manifest changes: pages ask for entries many times a run
         key = ("zoo", str(self.root), _signature([manifest_path(self.root)]))
         with self._shared_lock:
             hit = self._projects_memo.get(key)
         if hit is None:
-            entries = read_manifest(self.root)["entries"]
-            hit = {name: rec for name, rec in entries.items()
-                   if isinstance(rec, dict) and rec.get("file") and (self.root / rec["file"]).is_file()}
+            records, problems = valid_records(self.root)
+            present = {name: rec for name, rec in records.items() if (self.root / rec["file"]).is_file()}
+            hit = (present, problems)
             with self._shared_lock:
                 self._projects_memo[key] = hit
         return hit

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "lfx_engine.training.cli",
     "lfx_engine.experiments.cli",
     "lfx_engine.project.cli",
+    "lfx_engine.cache_cli",
 )
 
 
@@ -39,13 +40,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    """A message on one line (the CLI's error contract: one line starting ``error:``)."""
+    return " ".join(text.split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from lfx_engine import cache
+
+        cache.clean_start()  # temporary files of writes killed in an earlier run
         return int(args.func(args) or 0)
     except LFXError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an unwritable, missing or invalid folder given on the command line or in LFX_*
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"error: cannot use{where}: {exc.strerror or type(exc).__name__}; choose a folder that exists and "
+              "is writable (--out, --results, LFX_CACHE_DIR, LFX_RESULTS_DIR, LFX_CHECKPOINT_DIR)", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory; use smaller sizes (--n-test, --n-train, --max-memory-mb)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; no partial files were left behind", file=sys.stderr)

@@ -17,6 +17,7 @@ the user's folders (platformdirs), so nothing is ever written into site-packages
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -64,15 +65,47 @@ def checkpoint_dir() -> Path:
                      REPO_ROOT / "checkpoints" if in_checkout() else _user_dir("data", "checkpoints"))
 
 
+def writable_folder(path: str | os.PathLike | Path, what: str) -> Path:
+    """``path`` as a folder that exists (created if needed) and can be written; ParameterError saying why not.
+
+    Checked before long work starts, so a typo in ``--out`` or ``--results`` costs a second, not an hour.
+    """
+    import tempfile
+
+    from lfx_engine.errors import ParameterError
+
+    folder = Path(path).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        reason = "it is a file, not a folder" if folder.is_file() else (exc.strerror or type(exc).__name__)
+        raise ParameterError(f"{what} {folder} cannot be used: {reason}; choose a writable folder") from None
+    return folder.resolve()
+
+
 def project_files() -> list[Path]:
     """Project files named by ``LFX_PROJECT`` (``os.pathsep``-separated), in order."""
     value = os.environ.get("LFX_PROJECT", "")
     return [Path(part).expanduser().resolve() for part in value.split(os.pathsep) if part.strip()]
 
 
+def parse_device(value: str, what: str = "the device") -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N`` as a torch device; ParameterError for anything else or a missing GPU."""
+    from lfx_engine.errors import ParameterError
+
+    text = str(value).strip().lower()
+    if text != "cpu" and not re.fullmatch(r"cuda(:\d{1,2})?", text):
+        raise ParameterError(f"{what} must be cpu, cuda or cuda:N, got {len(str(value))} characters that are not one")
+    if text.startswith("cuda") and not torch.cuda.is_available():
+        raise ParameterError(f"{what} asks for {text}, but no CUDA device is available here; use cpu")
+    return torch.device(text)
+
+
 def default_device() -> torch.device:
     """CUDA when available (unless ``LFX_DEVICE`` says otherwise), else CPU."""
     forced = os.environ.get("LFX_DEVICE")
     if forced:
-        return torch.device(forced)
+        return parse_device(forced, "LFX_DEVICE")
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

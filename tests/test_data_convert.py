@@ -12,7 +12,7 @@ import torch
 
 import lfx_engine.data.fetch as fetch_module
 from lfx_engine.data import clear_cache, load_split
-from lfx_engine.data.atomic import atomic_write, atomic_write_many
+from lfx_engine.atomic import atomic_write, atomic_write_many
 from lfx_engine.data.convert import (
     convert_dsprites_archive,
     convert_torchvision_arrays,

@@ -407,7 +407,7 @@ def test_cli_train_then_list_and_load(tmp_path, fake_data, capsys):
 @pytest.mark.parametrize("argv,message", [
     (["train", "mnist_betavae_b1_run1", "--beta", "0"], "beta must be a positive"),
     (["train", "mnist_betavae_b1_run1", "--beta", "-2"], "beta must be a positive"),
-    (["train", "mnist_betavae_b1_run1", "--latent-dim", "0"], "latent-dim must be a positive"),
+    (["train", "mnist_betavae_b1_run1", "--latent-dim", "0"], "latent-dim must be an integer in 1..65536"),
     (["train", "mnist_dae_consistency", "--epochs", "0"], "epochs must be a positive"),
     (["train", "mnist_dae_consistncy"], "unknown zoo entry 'mnist_dae_consistncy' (did you mean "
                                         "mnist_dae_consistency"),

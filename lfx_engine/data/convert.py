@@ -160,14 +160,14 @@ def convert_dsprites_archive(imgs: Any, latents_classes: Any, latents_values: An
 
 
 def npz_writer(arrays: dict[str, np.ndarray]):
-    """A writer for :mod:`lfx_engine.data.atomic` that stores ``arrays`` as a compressed npz."""
+    """A writer for :mod:`lfx_engine.atomic` that stores ``arrays`` as a compressed npz."""
     def write(handle: BinaryIO) -> None:
         np.savez_compressed(handle, **arrays)
     return write
 
 
 def text_writer(text: str):
-    """A writer for :mod:`lfx_engine.data.atomic` that stores UTF-8 text."""
+    """A writer for :mod:`lfx_engine.atomic` that stores UTF-8 text."""
     def write(handle: BinaryIO) -> None:
         handle.write(text.encode("utf-8"))
     return write

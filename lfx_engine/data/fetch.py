@@ -8,7 +8,7 @@
 * dSprites: DeepMind's ``dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz`` (all
   737,280 images) converted to ``dsprites.npz``.
 
-Files are written atomically (see :mod:`lfx_engine.data.atomic`), then read back
+Files are written atomically (see :mod:`lfx_engine.atomic`), then read back
 through the normal reader; their sha256 is printed. Network steps live here,
 conversion steps in :mod:`lfx_engine.data.convert` (pure, tested offline).
 """
@@ -28,7 +28,7 @@ from typing import Callable, TextIO
 import numpy as np
 
 from lfx_engine.config import data_dir
-from lfx_engine.data.atomic import atomic_write, atomic_write_many
+from lfx_engine.atomic import atomic_write, atomic_write_many
 from lfx_engine.data.convert import (
     convert_dsprites_archive,
     convert_torchvision_arrays,

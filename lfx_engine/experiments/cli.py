@@ -105,15 +105,9 @@ def reproduce(experiment: str, dataset: str, *, results: str | None = None, comm
 
 
 def _device(value: str | None) -> torch.device | None:
-    if value is None:
-        return None
-    try:
-        dev = torch.device(value)
-    except (RuntimeError, ValueError):
-        raise ParameterError(f"--device must be cpu, cuda or cuda:N, got {value!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ParameterError("--device cuda was requested but no CUDA device is available")
-    return dev
+    from lfx_engine.config import parse_device
+
+    return None if value is None else parse_device(value, "--device")
 
 
 def run_reproduce(args: argparse.Namespace) -> int:
@@ -147,6 +141,11 @@ def run_reproduce(args: argparse.Namespace) -> int:
         else:
             datasets = [args.data]
         pairs = [(args.experiment, d) for d in datasets]
+    from lfx_engine.config import cache_dir, results_dir, writable_folder
+
+    writable_folder(args.results if args.results else results_dir(), "--results" if args.results else "LFX_RESULTS_DIR")
+    if not args.no_cache:
+        writable_folder(cache_dir(), "the cache folder (LFX_CACHE_DIR)")
     single = len(pairs) == 1
     outcomes: dict[str, list[str]] = {"ok": [], "skipped": [], "failed": []}
     for experiment, dataset in pairs:

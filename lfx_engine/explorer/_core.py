@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from lfx_engine import cache
 from lfx_engine.catalogue import GRADIENT_FREE_FEATURE_METHODS, Catalogue, ModelEntry
 from lfx_engine.config import default_device
 from lfx_engine.data import (
@@ -72,6 +73,7 @@ class ExplorerCore:
 
     def __init__(self, device: torch.device | str | None = None) -> None:
         self.device = torch.device(device) if device is not None else default_device()
+        cache.clean_start()  # temporary files of writes killed in an earlier run
         self.catalogue = Catalogue()
         self._models: dict[str, nn.Module] = {}
         self._resized: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -120,6 +122,8 @@ class ExplorerCore:
         """Models, datasets and project files that cannot be used, each with its problem (for Home and `lfx check`)."""
         rows = [{"kind": "project file", "name": str(path), "problem": problem}
                 for path, problem in self.catalogue.project_problems()]
+        rows += [{"kind": "zoo manifest", "name": name, "problem": problem}
+                 for name, problem in self.catalogue.zoo_problems()]
         rows += [{"kind": "dataset", "name": d.name, "problem": d.problem} for d in self.catalogue.datasets()
                  if d.source != "builtin" and d.problem]
         rows += [{"kind": "model", "name": m.name, "problem": m.problem} for m in self.catalogue.models() if m.problem]

@@ -15,10 +15,14 @@ from lfx_engine.models.pretext import get_perturbation
 RECONSTRUCTION_LOSSES = ("mse", "l1")
 
 
+#: The largest latent size an architecture accepts (beyond it the linear layers alone would not fit in memory).
+MAX_LATENT_DIM = 65536
+
+
 def check_latent_dim(latent_dim: int) -> int:
-    """Refuse non-integer or non-positive latent sizes with a ParameterError."""
-    if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim <= 0:
-        raise ParameterError(f"latent_dim must be a positive integer, got {latent_dim!r}")
+    """Refuse non-integer, non-positive or absurdly large latent sizes with a ParameterError."""
+    if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or not 1 <= latent_dim <= MAX_LATENT_DIM:
+        raise ParameterError(f"latent_dim must be an integer in 1..{MAX_LATENT_DIM}, got {latent_dim!r}")
     return latent_dim
 
 

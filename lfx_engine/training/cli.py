@@ -16,12 +16,14 @@ import argparse
 import dataclasses
 import json
 import math
+import re
 import sys
-from pathlib import Path
 from typing import Any, Optional
 
 from lfx_engine.errors import CheckpointError, ParameterError
+from lfx_engine.models.base import MAX_LATENT_DIM, check_latent_dim
 from lfx_engine.training.io import file_sha256
+from lfx_engine.training.manifest import valid_records
 from lfx_engine.training.zoo import (
     DATASETS,
     VAE_TASKS,
@@ -72,6 +74,9 @@ def add_parser(subparsers: Any) -> None:
 # --------------------------------------------------------------------------- train
 
 
+SAVE_AS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]{0,99}$")
+
+
 def _apply_overrides(entries: list[ZooEntry], args: argparse.Namespace) -> list[ZooEntry]:
     if args.beta is None and args.latent_dim is None:
         if args.save_as:
@@ -79,8 +84,15 @@ def _apply_overrides(entries: list[ZooEntry], args: argparse.Namespace) -> list[
         return entries
     if args.beta is not None and not (math.isfinite(args.beta) and args.beta > 0):
         raise ParameterError(f"--beta must be a positive number, got {args.beta}")
-    if args.latent_dim is not None and args.latent_dim <= 0:
-        raise ParameterError(f"--latent-dim must be a positive integer, got {args.latent_dim}")
+    if args.latent_dim is not None:
+        try:
+            check_latent_dim(args.latent_dim)
+        except ParameterError:
+            raise ParameterError(f"--latent-dim must be an integer in 1..{MAX_LATENT_DIM}, got {args.latent_dim}") \
+                from None
+    if args.save_as is not None and not SAVE_AS.match(args.save_as):
+        raise ParameterError("--save-as is a plain name (letters, digits, '_', '-' and '.', no folders), "
+                             f"got {len(args.save_as)} characters that are not one")
     if len(entries) != 1:
         raise ParameterError("--beta/--latent-dim override one entry at a time; name a single entry")
     entry = entries[0]
@@ -139,7 +151,9 @@ def run_train(args: argparse.Namespace) -> int:
     entries = _apply_overrides(select_entries(args.name, args.dataset), args)
     for entry in entries:
         entry.validate()
-    root = Path(args.out) if args.out else None
+    from lfx_engine.config import checkpoint_dir, writable_folder
+
+    root = writable_folder(args.out if args.out else checkpoint_dir(), "--out" if args.out else "LFX_CHECKPOINT_DIR")
     if args.skip_existing:
         done = set(read_manifest(root)["entries"])
         entries = [e for e in entries if e.name not in done]
@@ -225,6 +239,8 @@ def run_zoo_list(args: argparse.Namespace) -> int:
               f"{row.get('epochs_trained', '') if trained else '':>6} "
               f"{_fmt(row.get('best_val_loss')) if trained else '':>10}  {_metric(row)}")
     print(f"{n_trained} of {len(rows)} entries trained (manifest: {manifest_path(args.out)})")
+    for name, problem in valid_records(manifest_path(args.out).parent)[1]:
+        print(f"skipped {name}: {problem}")
     return 0
 
 
@@ -240,8 +256,8 @@ def run_zoo_show(args: argparse.Namespace) -> int:
 def run_zoo_verify(args: argparse.Namespace) -> int:
     """Check every recorded file's sha256 (model and TracIn checkpoints)."""
     base = manifest_path(args.out).parent
-    problems = []
-    entries = read_manifest(args.out)["entries"]
+    entries, skipped = valid_records(base)
+    problems = [f"{name}: {problem}" for name, problem in skipped]
     for name, record in entries.items():
         files = [(record["file"], record["sha256"])]
         files += [(t["file"], t["sha256"]) for t in record.get("tracin_checkpoints", [])]
@@ -254,6 +270,6 @@ def run_zoo_verify(args: argparse.Namespace) -> int:
     for line in problems:
         print(line)
     if problems:
-        raise CheckpointError(f"{len(problems)} problem(s) in {len(entries)} manifest entries")
+        raise CheckpointError(f"{len(problems)} problem(s) in {len(entries) + len(skipped)} manifest entries")
     print(f"all {len(entries)} entries verified")
     return 0

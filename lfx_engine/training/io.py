@@ -25,7 +25,6 @@ import json
 import math
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
@@ -35,6 +34,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
+from lfx_engine.atomic import atomic_write
 from lfx_engine.errors import CheckpointError, LFXError, ParameterError
 from lfx_engine.models.registry import build_model
 
@@ -66,24 +66,8 @@ def _write_fully(fh: Any, data: bytes) -> None:
 
 
 def atomic_write_bytes(path: PathLike, data: bytes, mode: int = 0o644) -> Path:
-    """Write ``data`` to ``path`` via a temporary file + ``os.replace``; no partial file survives an exception."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            _write_fully(fh, data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp_name, mode)
-        os.replace(tmp_name, target)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    return target
+    """Write ``data`` to ``path`` atomically (:mod:`lfx_engine.atomic`); no partial file survives an exception."""
+    return atomic_write(Path(path), lambda fh: _write_fully(fh, data), mode=mode)
 
 
 def atomic_write_text(path: PathLike, text: str) -> Path:

@@ -231,8 +231,13 @@ def update_manifest(entry: dict[str, Any], root: Optional[PathLike] = None) -> P
 
 
 def list_entries(root: Optional[PathLike] = None) -> list[dict[str, Any]]:
-    """Every zoo recipe (plus any extra trained model in the manifest), with ``trained`` and its manifest record."""
-    trained = read_manifest(root)["entries"]
+    """Every zoo recipe (plus any extra trained model in the manifest), with ``trained`` and its manifest record.
+
+    Only records that pass the manifest schema count as trained (:func:`.manifest.valid_records`).
+    """
+    from lfx_engine.training.manifest import valid_records
+
+    trained, _ = valid_records(manifest_path(root).parent)
     rows = []
     for name, recipe in ZOO.items():
         row = {**asdict(recipe), "trained": name in trained}
@@ -250,7 +255,13 @@ def _manifest_record(name: str, root: Optional[PathLike]) -> tuple[dict[str, Any
         raise CheckpointError(f"the checkpoint folder {base} does not exist; set LFX_CHECKPOINT_DIR to the folder "
                               f"holding the zoo's manifest.json (a checkout's checkpoints/), or train into it with "
                               f"`lfx train {name}`")
-    record = read_manifest(root)["entries"].get(name)
+    from lfx_engine.training.manifest import valid_records
+
+    records, problems = valid_records(base)
+    record = records.get(name)
+    for bad, problem in problems:
+        if bad in (name, MANIFEST_NAME):
+            raise CheckpointError(f"zoo entry {name!r} cannot be loaded: {problem} ({manifest_path(root)})")
     if record is None:
         if name in ZOO:
             raise CheckpointError(f"zoo entry {name!r} is not trained yet (no record in {manifest_path(root)}); "
