@@ -15,7 +15,7 @@ import torch
 from lfx_engine.config import checkpoint_dir
 from lfx_engine.errors import LFXError
 from lfx_engine.explorer import Explorer, ModelChoice
-from lfx_ui import state
+from lfx_ui import safe, state
 
 T = TypeVar("T")
 LOG = logging.getLogger("lfx_ui")
@@ -138,9 +138,9 @@ def pick_model(page: str, *, tasks: Sequence[str] | None = None, container=None)
         return None
     titles = {d: explorer.dataset_title(d) for d in datasets}
     wanted = state.requested("dataset", datasets)
-    if wanted:
-        known = wanted in titles or wanted in {r["dataset"] for r in explorer.dataset_status()}
-        st.warning(f"The link asked for dataset **{wanted}**, which has no trained model here"
+    if wanted and state.from_link("dataset"):
+        known = wanted in {r["dataset"] for r in explorer.dataset_status()}
+        st.warning(f"The link asked for dataset {safe.describe(wanted)}, which has no model here"
                    + ("" if known else " (unknown dataset name)") + f"; showing {titles[datasets[0]]}.")
     dataset = state.choose("dataset", "Dataset", datasets, widget_key=f"{page}_dataset",
                            format_func=titles.get, container=box)
@@ -150,10 +150,13 @@ def pick_model(page: str, *, tasks: Sequence[str] | None = None, container=None)
     names = [m.name for m in models]
     labels = {m.name: m.label for m in models}
     wanted = state.requested("model", names)
-    if wanted:
-        st.warning(f"The link asked for model **{wanted}**, which is not trained here for {titles[dataset]}; "
-                   f"showing {labels[names[0]]}. Train it with:")
-        st.code(f"python -m lfx_engine train {wanted}", language="bash")
+    if wanted and state.from_link("model"):
+        recipe = wanted in explorer.untrained(dataset)
+        st.warning(f"The link asked for model {safe.describe(wanted)}, which is "
+                   + ("not trained here" if recipe else "not a model") + f" for {titles[dataset]}; showing "
+                   f"{labels[names[0]]}." + (" Train it with:" if recipe else ""))
+        if recipe:  # a zoo recipe's own name, never the raw link text
+            st.code(f"python -m lfx_engine train {wanted}", language="bash")
     name = state.choose("model", "Encoder", names, widget_key=f"{page}_model", format_func=labels.get,
                         container=box, help="A trained model of the zoo; its encoder is explained.")
     return explorer.choice(name)

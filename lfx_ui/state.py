@@ -9,14 +9,23 @@ link reopens the same view; after every run the URL is rewritten from them.
 """
 from __future__ import annotations
 
+import builtins
 from typing import Any, Sequence
 
 import streamlit as st
+
+from lfx_engine.explorer import EXAMPLE_METHODS, FEATURE_METHODS
+from lfx_ui import safe
+
+KNOWN_METHODS = frozenset((*FEATURE_METHODS, *EXAMPLE_METHODS, "random"))
 
 FIELDS = ("dataset", "model", "methods", "xmethods", "sample", "cls")
 _LIST_FIELDS = {"methods", "xmethods"}
 _INT_FIELDS = {"sample"}
 _LOADED_FLAG = "_lfx_url_loaded"
+_FROM_LINK = "_lfx_from_link"
+#: Longest query value read at all (a link cannot smuggle megabytes into the session).
+MAX_VALUE = 500
 
 
 def _key(field: str) -> str:
@@ -29,19 +38,49 @@ def load_from_url() -> None:
         return
     st.session_state[_LOADED_FLAG] = True
     params = st.query_params
+    linked: builtins.set[str] = builtins.set()
+    problems: list[str] = []
     for field in FIELDS:
         raw = params.get(field)
         if raw is None or raw == "":
             continue
+        if len(raw) > MAX_VALUE:
+            problems.append(f"Ignored the link's {field}: {len(raw)} characters is not a valid value.")
+            continue
         if field in _LIST_FIELDS:
-            st.session_state[_key(field)] = [v for v in raw.split(",") if v]
+            values = [v for v in raw.split(",") if v]
+            names = [v for v in values if safe.is_name(v)]
+            if len(names) < len(values):
+                problems.append(f"Ignored {len(values) - len(names)} value(s) of the link's {field} that are not "
+                                "method names.")
+            st.session_state[_key(field)] = names
         elif field in _INT_FIELDS:
             try:
-                st.session_state[_key(field)] = int(raw)
+                value = int(raw)
             except ValueError:
-                st.session_state["_lfx_url_error"] = f"Ignored sample '{raw}' in the link: not a number."
-        else:
+                problems.append(f"Ignored the link's {field} ({len(raw)} characters): not a number.")
+                continue
+            st.session_state[_key(field)] = value
+        elif field == "cls" or safe.is_name(raw):
             st.session_state[_key(field)] = raw
+        else:
+            problems.append(f"Ignored the link's {field}: {safe.describe(raw)} is not a name.")
+            continue
+        linked.add(field)
+    st.session_state[_FROM_LINK] = linked
+    if problems:
+        st.session_state["_lfx_url_error"] = " ".join(problems)
+
+
+def from_link(field: str) -> bool:
+    """Whether the current value of ``field`` came from the link (not yet replaced by a choice in the app)."""
+    return field in st.session_state.get(_FROM_LINK, ())
+
+
+def _consume_link(field: str) -> None:
+    linked = st.session_state.get(_FROM_LINK)
+    if linked:
+        linked.discard(field)
 
 
 def get(field: str, default: Any = None) -> Any:
@@ -51,6 +90,8 @@ def get(field: str, default: Any = None) -> Any:
 
 def set(field: str, value: Any) -> None:  # noqa: A001 - mirrors dict-style naming
     """Change the selection for ``field`` (and the URL at the end of the run)."""
+    if st.session_state.get(_key(field)) != value:
+        _consume_link(field)
     st.session_state[_key(field)] = value
 
 
@@ -74,6 +115,9 @@ def choose(field: str, label: str, options: Sequence[Any], *, widget_key: str,
     if not options:
         return None
     current = get(field)
+    if current is not None and current not in options and from_link(field) and field == "cls":
+        st.warning(f"The link's class {safe.describe(current)} is not a class of this dataset; showing "
+                   f"{format_func(options[0])}.")
     index = options.index(current) if current in options else 0
     target = container or st
 
@@ -90,7 +134,13 @@ def choose_many(field: str, label: str, options: Sequence[str], *, widget_key: s
                 default: Sequence[str], format_func=str, container=None) -> list[str]:
     """A multiselect bound to a persistent list selection."""
     options = list(options)
-    current = [m for m in (get(field) or []) if m in options] or [m for m in default if m in options]
+    chosen = list(get(field) or [])
+    unknown = [m for m in chosen if m not in options and m not in KNOWN_METHODS]
+    if unknown and from_link(field):
+        st.warning(f"The link named {len(unknown)} unknown method(s) ({', '.join(safe.shown(m, 30) for m in unknown[:3])}"
+                   f"{', …' if len(unknown) > 3 else ''}); they were left out.")
+        _consume_link(field)
+    current = [m for m in chosen if m in options] or [m for m in default if m in options]
     target = container or st
 
     def _sync() -> None:

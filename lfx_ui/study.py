@@ -14,7 +14,7 @@ import streamlit as st
 
 from lfx_engine.config import checkpoint_dir
 from lfx_engine.data import get_spec
-from lfx_ui import state
+from lfx_ui import safe, state
 from lfx_engine.explorer import ModelChoice
 from lfx_ui.engine import checkpoint_sha, dataset_ready, get_explorer, pick_model
 
@@ -77,10 +77,10 @@ def pick_study_model(page: str, tasks: Sequence[str], what: str) -> ModelChoice 
     datasets = list(dict.fromkeys(m.dataset for m in candidates))
     if candidates and current_ds and current_ds not in datasets:
         try:
-            shown = get_spec(current_ds).title
+            shown = explorer.dataset_title(current_ds)
         except Exception:  # noqa: BLE001 - an unknown name from a link
-            shown = str(current_ds)
-        st.info(f"{shown} has no {what} here; showing {get_spec(datasets[0]).title}.", icon=":material/info:")
+            shown = safe.describe(current_ds)
+        st.info(f"{shown} has no {what} here; showing {explorer.dataset_title(datasets[0])}.", icon=":material/info:")
         state.set("dataset", datasets[0])
     if candidates and current in trained and current not in {m.name for m in candidates}:
         dataset = state.get("dataset")

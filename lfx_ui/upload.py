@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from lfx_ui.safe import shown
+
 #: Largest accepted upload, in bytes (also Streamlit's ``server.maxUploadSize``).
 MAX_BYTES = 5 * 1024 * 1024
 #: Largest accepted image, in pixels (guards against decompression bombs).
@@ -49,6 +51,7 @@ def decode_image(data: bytes, filename: str, expected_shape: tuple[int, int, int
                  convert: bool = False, invert: bool = False) -> Decoded:
     """Decode a PNG/JPEG for a model taking ``(C, H, W)`` inputs."""
     out = Decoded(digest=hashlib.sha256(data or b"").hexdigest()[:16])
+    filename = shown(filename)
     channels, height, width = expected_shape
     if not data:
         out.errors.append(f"“{filename}” is empty.")
@@ -68,11 +71,15 @@ def decode_image(data: bytes, filename: str, expected_shape: tuple[int, int, int
                               f"(limit {MAX_PIXELS // 4096}×4096); downscale it first.")
             return out
         img.load()
-    except (UnidentifiedImageError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:
+        out.errors.append(f"“{filename}” declares more pixels than the {MAX_PIXELS // 4096}×4096 limit (a "
+                          "decompression bomb guard); downscale it first.")
+        return out
+    except UnidentifiedImageError:
         out.errors.append(f"“{filename}” is not a PNG or JPEG image (its content could not be decoded as one).")
         return out
-    except (OSError, ValueError, SyntaxError) as exc:
-        out.errors.append(f"“{filename}” is a damaged or truncated image ({exc}).")
+    except Exception as exc:  # noqa: BLE001 - a crafted file can fail any way; it must never crash the page
+        out.errors.append(f"“{filename}” is a damaged or truncated image ({type(exc).__name__}).")
         return out
 
     has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
@@ -116,9 +123,15 @@ def decode_image(data: bytes, filename: str, expected_shape: tuple[int, int, int
     return out
 
 
-def decode_series(data: bytes, filename: str, length: int, *, resample: bool = False) -> Decoded:
-    """Decode a CSV/TSV/TXT of numbers (one beat) for a model taking ``(length, 1)`` series."""
+def decode_series(data: bytes, filename: str, length: int, *, resample: bool = False,
+                  bound: float | None = None) -> Decoded:
+    """Decode a CSV/TSV/TXT of numbers (one beat) for a model taking ``(length, 1)`` series.
+
+    ``bound``: the largest magnitude accepted (say 10× the model's data); checked after the float32
+    conversion, so a value such as 1e39 (inf in float32) is refused with a message, not shown as nan.
+    """
     out = Decoded(digest=hashlib.sha256(data or b"").hexdigest()[:16])
+    filename = shown(filename)
     if not data:
         out.errors.append(f"“{filename}” is empty.")
         return out
@@ -137,7 +150,7 @@ def decode_series(data: bytes, filename: str, length: int, *, resample: bool = F
         values = np.array([float(t) for t in tokens], dtype=np.float64)
     except ValueError:
         bad = next(t for t in tokens if not _is_number(t))
-        out.errors.append(f"“{filename}” contains “{bad[:20]}”, which is not a number; upload one beat of "
+        out.errors.append(f"“{filename}” contains “{shown(bad, 20)}”, which is not a number; upload one beat of "
                           f"{length} comma-separated values.")
         return out
     if values.size < 2:
@@ -152,7 +165,17 @@ def decode_series(data: bytes, filename: str, length: int, *, resample: bool = F
             return out
         values = np.interp(np.linspace(0, values.size - 1, length), np.arange(values.size), values)
         out.notes.append(f"Resampled to {length} time steps (linear interpolation).")
-    out.x = torch.from_numpy(values.astype(np.float32)).reshape(1, length, 1)
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf: refused just below
+        values32 = values.astype(np.float32)
+    if not np.isfinite(values32).all():
+        out.errors.append(f"“{filename}” has values too large for 32-bit floats (the largest is "
+                          f"{np.abs(values).max():.3g}); upload the z-normalised beat.")
+        return out
+    if bound is not None and np.abs(values32).max() > bound:
+        out.errors.append(f"“{filename}” has values up to {np.abs(values32).max():.3g}, far outside this model's "
+                          f"data (|x| ≤ {bound / 10:.3g}); upload the beat z-normalised like the training data.")
+        return out
+    out.x = torch.from_numpy(values32).reshape(1, length, 1)
     out.digest += f"-{int(resample)}"
     return out
 

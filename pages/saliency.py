@@ -13,7 +13,7 @@ import math
 import numpy as np
 import streamlit as st
 
-from lfx_ui import charts, images, router, state, upload
+from lfx_ui import charts, images, router, safe, state, upload
 from lfx_ui.engine import (
     current_sample,
     get_explorer,
@@ -53,6 +53,8 @@ with user_errors():
 if data is None:
     st.stop()
 x_all, y_all = data
+# an uploaded series may not lie far outside the model's own data (10× its largest magnitude)
+series_bound = 10.0 * float(x_all.abs().max()) if series else None
 sample = current_sample(name)
 
 
@@ -133,7 +135,7 @@ with upload_tab:
         stored = st.session_state.get("sal_upload_file")
         if stored is not None and uploaded is None:
             keep, forget = st.columns([4, 1])
-            keep.caption(f"Using your earlier upload “{stored[0]}”.")
+            keep.caption(f"Using your earlier upload “{safe.shown(stored[0])}”.")
             forget.button("Forget it", key="sal_upload_forget",
                           on_click=lambda: st.session_state.pop("sal_upload_file", None))
         if stored is not None:
@@ -141,7 +143,7 @@ with upload_tab:
 
             def decode(**fixes):
                 if series:
-                    return upload.decode_series(content, filename, shape[0], **fixes)
+                    return upload.decode_series(content, filename, shape[0], bound=series_bound, **fixes)
                 return upload.decode_image(content, filename, shape, **fixes)
 
             first = decode()
@@ -161,7 +163,7 @@ with upload_tab:
             if decoded.ok:
                 with user_errors():
                     explorer.check_input(name, decoded.x)
-                    upload_x, upload_digest, upload_name = decoded.x, decoded.digest, filename
+                    upload_x, upload_digest, upload_name = decoded.x, decoded.digest, safe.shown(filename)
         else:
             st.info("No file uploaded yet. Your input is explained by the same encoder and methods as the test "
                     "samples.")

@@ -163,9 +163,13 @@ def test_bad_links_are_explained_not_fatal() -> None:
     at = open_page("saliency", query=query)
     assert not at.exception
     shown = texts(at)
-    assert "ecg5000_missing_model" in shown and "python -m lfx_engine train ecg5000_missing_model" in shown
-    assert "not a number" in shown
+    # the name is shown escaped, and no command is offered for a name that is no zoo recipe
+    assert r"ecg5000\_missing\_model" in shown and "which is not a model for ECG5000" in shown
+    assert "python -m lfx_engine train" not in shown
+    assert "not a number" in shown and "The link's class **nonsense** is not a class" in shown
     assert at.session_state["sel_model"] == "ecg5000_lstm_ae"
+    at = open_page("saliency", query={"dataset": "mnist", "model": "mnist_pretext_denoising_run2"})
+    assert "not trained here" in texts(at) and "python -m lfx_engine train mnist_pretext_denoising_run2" in texts(at)
     at = open_page("saliency", query={"dataset": "mnist", "model": "mnist_dae_consistency", "sample": "99999"})
     assert not at.exception and "does not exist" in texts(at)
     assert "Test sample #0" in texts(at)
@@ -188,7 +192,7 @@ def test_bad_uploads_show_errors_and_offer_fixes() -> None:
     at.checkbox(key="sal_fix_resize").check()
     at.checkbox(key="sal_fix_convert").check().run()
     ok(at)
-    assert "Your upload “photo.png”" in texts(at)
+    assert r"Your upload “photo\.png”" in texts(at)  # file names are shown escaped, never as Markdown
     assert len(at.image) == 3
     # a valid 28×28 grayscale digit works directly
     at.file_uploader(key="sal_upload").set_value(("ok.png", png(), "image/png")).run()
