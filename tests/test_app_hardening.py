@@ -169,3 +169,30 @@ def test_overflowing_and_bomb_uploads_get_the_real_reason() -> None:
     out = upload.decode_image(big.getvalue(), "bomb.png", (1, 28, 28))
     assert not out.ok and ("decompression bomb" in out.errors[0] or "too large to process" in out.errors[0])
     assert safe.shown("[a](b)") == "?a??b?" and safe.describe("x\ny").startswith("an unknown value")
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith("VmRSS")) / 1024
+
+
+def test_ten_sessions_stay_within_the_memory_budget(monkeypatch) -> None:
+    """10 sessions, each on another shipped model, leave the shared engine within LFX_MEMORY_MB."""
+    import json as _json
+
+    from lfx_ui.engine import get_explorer
+
+    monkeypatch.setenv("LFX_MEMORY_MB", "8")
+    manifest = _json.loads((REPO_ROOT / "checkpoints" / "manifest.json").read_text())["entries"]
+    names = sorted(n for n, r in manifest.items() if r["dataset"] in ("mnist", "cifar10"))[:10]
+    start = _rss_mb()
+    for name in names:
+        at = apptest_helpers.open_page("saliency", timeout=180, dataset=manifest[name]["dataset"], model=name,
+                                       methods=["saliency"], sample=1)
+        assert not at.exception
+    explorer = get_explorer()
+    assert explorer.held_bytes() <= 8 * 2 ** 20 or len(explorer._models) == 1
+    assert len(explorer._models) < len(names)  # least recently used models were given back
+    growth = _rss_mb() - start
+    print(f"10 sessions: RSS +{growth:.0f} MB, engine holds {explorer.held_bytes() / 2 ** 20:.1f} MB")
+    assert growth < 1500

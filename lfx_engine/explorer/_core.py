@@ -27,6 +27,20 @@ from lfx_engine.project.datasets import make_baseline
 from lfx_engine.training.zoo import ZOO
 
 Progress = Callable[[int, int], None] | None
+#: Default memory budget of one explorer's models and derived arrays (``LFX_MEMORY_MB``).
+DEFAULT_MEMORY_MB = 4096
+
+
+def memory_budget() -> int:
+    """Bytes an explorer may hold in models and derived arrays: ``LFX_MEMORY_MB`` (default 4096 MB)."""
+    import os
+
+    raw = os.environ.get("LFX_MEMORY_MB", "")
+    try:
+        value = float(raw) if raw else DEFAULT_MEMORY_MB
+    except ValueError:
+        value = DEFAULT_MEMORY_MB
+    return int(max(value, 1.0) * 2 ** 20)
 
 #: Feature-importance methods offered for browsing, in display order.
 FEATURE_METHODS = ("saliency", "integrated_gradients", "gradient_shap", "input_x_gradient", "deeplift",
@@ -152,10 +166,29 @@ class ExplorerCore:
         entry = self.entry(name)
         key = f"{name}@{entry.sha256}"
         with self._lock:
-            if key not in self._models:
-                self._models = {k: v for k, v in self._models.items() if not k.startswith(f"{name}@")}
-                self._models[key] = self.catalogue.load_model(name, device=self.device).eval()
+            if key in self._models:
+                self._models[key] = self._models.pop(key)  # most recently used last
+                return self._models[key]
+            self._models = {k: v for k, v in self._models.items() if not k.startswith(f"{name}@")}
+            self._models[key] = self.catalogue.load_model(name, device=self.device).eval()
+            self._evict(keep=key)
             return self._models[key]
+
+    def held_bytes(self) -> int:
+        """Bytes of the models and derived arrays this explorer holds (what :func:`memory_budget` bounds)."""
+        models = sum(t.numel() * t.element_size() for m in self._models.values()
+                     for t in [*m.parameters(), *m.buffers()])
+        resized = sum(r.numel() * r.element_size() for _, r in self._resized.values())
+        return int(models + resized)
+
+    def _evict(self, keep: str) -> None:
+        """Drop the least recently used models and resized splits until the held bytes fit the budget."""
+        budget = memory_budget()
+        while self.held_bytes() > budget and (len(self._models) > 1 or self._resized):
+            if len(self._models) > 1:  # models reload in milliseconds: they go first
+                self._models.pop(next(k for k in self._models if k != keep))
+            else:
+                self._resized.pop(next(iter(self._resized)))
 
     # ------------------------------------------------------------------ data
     def _split(self, name: str, which: str) -> tuple[torch.Tensor, torch.Tensor]:
