@@ -128,7 +128,9 @@ with upload_tab:
         what = (f"one beat as {shape[0]} comma-separated numbers (z-normalised like ECG5000)" if series
                 else f"a PNG or JPEG image ({shape[2]}×{shape[1]}, "
                      f"{'grayscale' if shape[0] == 1 else 'RGB'}; others can be converted)")
-        uploaded = st.file_uploader(f"Upload {what}", type=kinds, key="sal_upload",
+        # no `type=` filter: Streamlit raises on a file of another extension (a modified client can send one);
+        # the decoders read the content itself and say what is wrong with it
+        uploaded = st.file_uploader(f"Upload {what} ({', '.join(kinds)})", key="sal_upload",
                                     max_upload_size=upload.MAX_BYTES // (1024 * 1024))
         if uploaded is not None:
             st.session_state["sal_upload_file"] = (uploaded.name, uploaded.getvalue())

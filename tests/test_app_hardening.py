@@ -196,3 +196,14 @@ def test_ten_sessions_stay_within_the_memory_budget(monkeypatch) -> None:
     growth = _rss_mb() - start
     print(f"10 sessions: RSS +{growth:.0f} MB, engine holds {explorer.held_bytes() / 2 ** 20:.1f} MB")
     assert growth < 1500
+
+
+def test_a_file_of_another_type_from_a_modified_client_gets_a_message() -> None:
+    at = apptest_helpers.open_page("saliency", timeout=120, dataset="mnist", model="mnist_dae_consistency",
+                                   methods=["saliency"])
+    at.session_state["sal_source"] = "Upload"
+    at.run()
+    at.file_uploader(key="sal_upload").set_value(("evil.exe", b"MZ\x90\x00" * 100, "application/octet-stream"))
+    at.run()
+    assert not at.exception
+    assert any("is not a PNG or JPEG image" in e.value for e in at.error)
