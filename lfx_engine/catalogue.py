@@ -3,7 +3,8 @@
 Everything that lists, loads or explains a model asks this module: the app's
 :class:`~lfx_engine.explorer.Explorer`, the experiments' ``ModelHub``, ``lfx
 check`` and ``lfx serve``. A :class:`ModelEntry` says where a model comes from
-(``zoo``, ``user`` or ``python``), which dataset it explains, the hash of its
+(``zoo``, ``study`` — imported from the reproduction study with ``lfx zoo
+import-study`` —, ``user`` or ``python``), which dataset it explains, the hash of its
 weights (part of every cache key), the views it supports, and why it cannot be
 used when it cannot. A bad entry is listed with its problem and never hides
 the others or the zoo.
@@ -19,12 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from lfx_engine.config import checkpoint_dir, data_dir, project_files
+from lfx_engine.config import checkpoint_dir, data_dir, project_files, study_dir
 from lfx_engine.errors import CheckpointError, DatasetUnavailableError, LFXError, ParameterError
 
 SplitData = tuple[torch.Tensor, torch.Tensor]
 #: Every view a model can support, in the app's order.
 VIEWS = ("saliency", "masking", "examples", "tracin", "influence", "disentanglement", "lucent")
+#: Sources whose models use the engine's own architectures: our zoo, and the study's imported models.
+BUILTIN_SOURCES = ("zoo", "study")
 #: Feature methods that need no gradient (they still work on a model that cannot be differentiated).
 GRADIENT_FREE_FEATURE_METHODS = ("occlusion",)
 
@@ -210,13 +213,20 @@ class Catalogue:
     _models_memo: dict[tuple, ModelEntry] = {}
     _projects_memo: dict[tuple, Any] = {}
 
-    def __init__(self, checkpoint_root: str | Path | None = None, projects: list[str | Path] | None = None) -> None:
+    def __init__(self, checkpoint_root: str | Path | None = None, projects: list[str | Path] | None = None,
+                 study_root: str | Path | None = None) -> None:
         self._root = Path(checkpoint_root) if checkpoint_root is not None else None
+        self._study_root = Path(study_root) if study_root is not None else None
         self._projects = [Path(p).expanduser().resolve() for p in projects] if projects is not None else None
 
     @property
     def root(self) -> Path:
         return self._root if self._root is not None else checkpoint_dir()
+
+    @property
+    def study_root(self) -> Path:
+        """Folder of the models imported from the reproduction study (``LFX_STUDY_DIR``)."""
+        return self._study_root if self._study_root is not None else study_dir()
 
     @property
     def projects(self) -> list[Path]:
@@ -306,7 +316,11 @@ class Catalogue:
 
     # ------------------------------------------------------------------ models
     def zoo_records(self) -> dict[str, dict[str, Any]]:
-        """Manifest records of the trained zoo models whose checkpoint file exists (the one manifest reader)."""
+        """Manifest records of the trained models whose checkpoint file exists (the one manifest reader).
+
+        The zoo's folder first, then the study folder; every record carries
+        ``source`` (``zoo`` or ``study``) and ``root`` (the folder its file is in).
+        """
         return self._zoo()[0]
 
     def zoo_problems(self) -> list[tuple[str, str]]:
@@ -314,18 +328,30 @@ class Catalogue:
         return self._zoo()[1]
 
     def _zoo(self) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str]]]:
+        records, problems = self._folder_records(self.root, "zoo")
+        study = self.study_root
+        if study.resolve() != self.root.resolve():
+            extra, extra_problems = self._folder_records(study, "study")
+            clashes = [name for name in extra if name in records]
+            records = {**records, **{k: v for k, v in extra.items() if k not in records}}
+            problems = problems + extra_problems + [(name, "a study model has a zoo model's name; it is skipped")
+                                                    for name in clashes]
+        return records, problems
+
+    def _folder_records(self, root: Path, source: str) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str]]]:
         from lfx_engine.training.manifest import valid_records
         from lfx_engine.training.zoo import manifest_path
 
-        if not self.root.is_dir():
+        if not root.is_dir():
             return {}, []
         # re-read only when the manifest changes: pages ask for entries many times a run
-        key = ("zoo", str(self.root), _signature([manifest_path(self.root)]))
+        key = ("zoo", str(root), source, _signature([manifest_path(root)]))
         with self._shared_lock:
             hit = self._projects_memo.get(key)
         if hit is None:
-            records, problems = valid_records(self.root)
-            present = {name: rec for name, rec in records.items() if (self.root / rec["file"]).is_file()}
+            records, problems = valid_records(root)
+            present = {name: {**rec, "source": source, "root": str(root)} for name, rec in records.items()
+                       if (root / rec["file"]).is_file()}
             hit = (present, problems)
             with self._shared_lock:
                 self._projects_memo[key] = hit
@@ -366,7 +392,8 @@ class Catalogue:
         from lfx_engine.training.zoo import ZOO, load_entry, tracin_checkpoint_paths
 
         recipe = ZOO.get(name)
-        root = self.root
+        root = Path(rec.get("root") or self.root)
+        source = str(rec.get("source") or "zoo")
         task = str(rec.get("task", ""))
         unsupported: dict[str, str] = {}
         is_ae = task in ("reconstruction", "denoising", "inpainting")
@@ -375,6 +402,9 @@ class Catalogue:
             for view in ("tracin", "influence"):
                 unsupported[view] = (f"differentiates an autoencoder's reconstruction loss; {name} is {kind}. Pick an "
                                      "autoencoder (e.g. the dataset's consistency model).")
+        elif not rec.get("tracin_checkpoints") and source == "study":
+            unsupported["tracin"] = ("needs saved training checkpoints, and the reproduction study published none "
+                                     "for its models: pick one of our consistency models for TracIn")
         elif not rec.get("tracin_checkpoints"):
             unsupported["tracin"] = (f"needs saved training checkpoints; {name} was trained without them: pick a "
                                      f"consistency model or retrain with `lfx train {name}`")
@@ -387,12 +417,12 @@ class Catalogue:
             return [load_state_dict(path, expected_sha256=sha)[0] for _, path, sha in tracin_checkpoint_paths(name, root)]
 
         return ModelEntry(
-            name=name, dataset=str(rec.get("dataset")), source="zoo", experiment=str(rec.get("experiment", "")),
+            name=name, dataset=str(rec.get("dataset")), source=source, experiment=str(rec.get("experiment", "")),
             task=task, latent_dim=int(rec.get("latent_dim", 0) or 0), sha256=str(rec.get("sha256")), record=rec,
             beta=rec.get("beta"), run=int(rec.get("run", 1) or 1), unsupported=unsupported,
-            train_split=recipe.split if recipe else "train",
-            test_split=(recipe.test_split or "test") if recipe else "test",
-            resize32=bool(recipe.resize32) if recipe else False,
+            train_split=recipe.split if recipe else _default_splits(rec)[0],
+            test_split=(recipe.test_split or "test") if recipe else _default_splits(rec)[1],
+            resize32=bool(recipe.resize32) if recipe else rec.get("arch") == "vae_mnist32",
             loader=lambda device: load_entry(name, root, device=device),
             tracin_loader=tracin_loader,
             loss_fn=l1_per_example if rec.get("dataset") == "ecg5000" else mse_per_example)
@@ -442,6 +472,15 @@ class Catalogue:
     def project_problems(self) -> list[tuple[Path, str]]:
         """File-level problems of the project files (unreadable, bad TOML, unknown tables)."""
         return [(p.path, str(problem)) for p in self._parsed_projects() for problem in p.problems]
+
+
+def _default_splits(rec: dict[str, Any]) -> tuple[str, str]:
+    """(train, test) splits of a model without a zoo recipe (the study's): ECG depends on the experiment."""
+    if rec.get("dataset") != "ecg5000":
+        return "train", "test"
+    if "consistency_features" in (rec.get("used_by") or []):
+        return "features_train", "features_test"
+    return "examples_train", "examples_test"
 
 
 def _builtin_names() -> list[str]:

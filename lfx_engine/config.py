@@ -7,6 +7,8 @@ on the working directory:
 * ``LFX_CACHE_DIR``    precomputed arrays (default ``<repo>/.lfx_cache`` in a checkout)
 * ``LFX_RESULTS_DIR``  experiment outputs (default ``<repo>/results`` in a checkout)
 * ``LFX_CHECKPOINT_DIR`` pretrained encoders (default ``<repo>/checkpoints`` in a checkout)
+* ``LFX_STUDY_DIR``    models imported from the reproduction study (``lfx zoo import-study``); always a
+  user folder by default, never the checkout (the study's repository has no licence)
 * ``LFX_PROJECT``      project files (``lfx.toml``) whose models and datasets join the catalogue,
   separated by ``os.pathsep``
 * ``LFX_DEVICE``       force ``cpu`` or ``cuda``
@@ -63,6 +65,15 @@ def checkpoint_dir() -> Path:
     """Folder with the shipped encoders and their manifest (``LFX_CHECKPOINT_DIR``)."""
     return _env_path("LFX_CHECKPOINT_DIR",
                      REPO_ROOT / "checkpoints" if in_checkout() else _user_dir("data", "checkpoints"))
+
+
+def study_dir() -> Path:
+    """Folder of the models converted from the reproduction study's repository (``LFX_STUDY_DIR``).
+
+    The default is the user's data folder even in a checkout: converted weights
+    must never land in the repository.
+    """
+    return _env_path("LFX_STUDY_DIR", _user_dir("data", "study-models"))
 
 
 def writable_folder(path: str | os.PathLike | Path, what: str) -> Path:

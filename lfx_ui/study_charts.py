@@ -9,7 +9,7 @@ TASK_ORDER = ["Reconstruction", "Denoising", "Inpainting", "Classification"]
 LOSS_TITLES = {"betavae": "β-VAE", "btcvae": "β-TC-VAE"}
 LOSS_COLOURS = alt.Scale(domain=list(LOSS_TITLES.values()), range=["#4e79a7", "#e15759"])
 METRIC_TITLES = {"pearson": "Pearson", "spearman": "Spearman", "cosine": "cosine", "entropy": "entropy",
-                 "active_units": "active units"}
+                 "salient_units": "salient units"}
 
 
 def correlation_heatmap(frame: pd.DataFrame, heading: str, subtitle: str | None = None,

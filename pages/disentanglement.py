@@ -3,7 +3,7 @@
 Per latent unit j, ``S_j = |μ_j · GradientShap_j|`` shows which pixels unit j
 depends on. For the selected sample: one row of unit maps per VAE (β-VAE and
 β-TC-VAE, β ∈ {1, 5, 10}) of a run. Dataset-wide: the five metrics of METHOD §4
-(Pearson, Spearman, cosine, entropy, active units) vs β per loss, from
+(Pearson, Spearman, cosine, entropy, salient units) vs β per loss, from
 ``run_disvae`` on a test subset, beside the reproduction study's values (§8).
 Finally a latent traversal through the selected VAE's decoder.
 """
@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from lfx_engine.catalogue import BUILTIN_SOURCES
 from lfx_engine.data import get_spec
 from lfx_ui import charts, images, router, state, study
 from lfx_ui import study_charts as sc
@@ -38,15 +39,17 @@ choice = study.pick_study_model("dis", (*VAE_TASKS, "vae"), "VAEs")
 if choice is None:
     st.stop()
 name, dataset = choice.name, choice.dataset
-zoo = choice.source == "zoo"  # the zoo's β × loss grid; a user's VAEs are shown on their own
-vaes = explorer.vae_models(dataset) if zoo else explorer.user_vaes(dataset)
+# the zoo's (or the study's) β × loss grid; a user's VAEs are shown on their own
+zoo = choice.source in BUILTIN_SOURCES
+vaes = explorer.vae_models(dataset, choice.source) if zoo else explorer.user_vaes(dataset)
+prefix = "study_" if choice.source == "study" else ""
 runs = sorted({m.run for m in vaes})
 run = st.sidebar.selectbox("Run (unit-map grid)", runs, index=runs.index(choice.run), key="dis_run",
                            help="The grid shows every VAE of this run; the selected VAE is drawn in bold.") \
     if zoo else choice.run
 size = explorer.test_size(name)
 n_test = study.subset_choice("dis", size, 200)
-missing = sorted({f"{dataset}_{loss}_b{b}_run{run}" for loss in VAE_TASKS for b in (1, 5, 10)}
+missing = sorted({f"{prefix}{dataset}_{loss}_b{b}_run{run}" for loss in VAE_TASKS for b in (1, 5, 10)}
                  - {m.name for m in vaes}) if zoo else []
 
 # ---------------------------------------------------------------------------- per-unit maps of the sample
@@ -67,7 +70,7 @@ with grid_col:
             peak = float(maps.max()) or 1.0  # one colour scale per row: a silent unit stays dark
             tiles = [images.input_image(x, TILE)] + [images.heatmap(m, TILE, peak=peak) for m in maps]
             tiles_all.extend(tiles)
-            heading = f"{sc.LOSS_TITLES[vae.task]} β = {vae.beta:g}" if vae.source == "zoo" else vae.label
+            heading = f"{sc.LOSS_TITLES[vae.task]} β = {vae.beta:g}" if zoo else vae.label
             st.markdown(f"**{heading} ← selected**" if vae.name == name else heading)
             st.image(tiles, width=TILE, output_format="PNG",
                      caption=["input"] + [f"unit {j} · μ = {mu[j]:+.2f}" for j in range(len(maps))])
@@ -113,8 +116,8 @@ else:
     st.subheader("Disentanglement metrics vs β")
 result = None
 with user_errors():
-    if zoo and explorer.disvae_cached(dataset, n_test):
-        result = explorer.disvae_study(dataset, n_test)
+    if zoo and explorer.disvae_cached(dataset, n_test, choice.source):
+        result = explorer.disvae_study(dataset, n_test, source=choice.source)
     elif zoo:  # a user's VAE has no β × loss grid to compare
         slot = st.empty()
         offer = slot.container()
@@ -127,7 +130,8 @@ with user_errors():
         if st.session_state.pop("dis_go", False):
             result = study.run_with_status(
                 f"run_disvae on {subset}…", "Metrics computed (cached on disk for next time)",
-                lambda progress, log: explorer.disvae_study(dataset, n_test, progress=progress, log=log),
+                lambda progress, log: explorer.disvae_study(dataset, n_test, progress=progress, log=log,
+                                                            source=choice.source),
                 unit="VAEs")
             slot.empty()
 reference = explorer.disvae_reference(dataset) if zoo else pd.DataFrame()
@@ -153,7 +157,7 @@ if result is not None:
                        help=f"pooled Pearson between unit maps, mean over {r.n_runs} run(s); reproduction study: "
                             + ("n/a" if not np.isfinite(r.reference_mean) else f"{r.reference_mean:.3f}"))
     st.caption("Lower Pearson/cosine = more distinct units. The reproduction study found Pearson flat in β on MNIST "
-               "(≈ 0.23–0.25) while entropy and active units fall with β.")
+               "(≈ 0.23–0.25) while entropy and salient units (its \"active units\") fall with β.")
     study.notes(result["notes"])
     with st.expander("Ours beside the reproduction study (table)"):
         st.dataframe(result["comparison"], hide_index=True, width="stretch")

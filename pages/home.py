@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from lfx_engine.config import checkpoint_dir, data_dir
+from lfx_engine.config import checkpoint_dir, data_dir, study_dir
 from lfx_engine.data.fetch import fetch
 from lfx_ui import router
 from lfx_ui.engine import get_explorer, user_errors
@@ -65,7 +65,8 @@ for row in missing:
                 fetch(row["dataset"])
                 st.success(f"{row['title']} downloaded.")
 
-user_models = [m for m in models if m.source != "zoo"]
+user_models = [m for m in models if m.source not in ("zoo", "study")]
+study_models = [m for m in models if m.source == "study"]
 problems = explorer.model_problems()
 if user_models or problems or explorer.catalogue.projects:
     st.subheader("Your models")
@@ -96,6 +97,17 @@ if models:
 else:
     st.warning("No trained model found in the checkpoint folder.")
 st.caption(f"Checkpoint folder: `{checkpoint_dir()}` (set `LFX_CHECKPOINT_DIR` to change it).")
+if study_models:
+    st.subheader("The reproduction study's models")
+    st.dataframe(pd.DataFrame([{"model": m.name, "dataset": m.dataset, "experiment": m.experiment, "task": m.task,
+                                "β": m.beta, "run": m.run, "latent dim": m.latent_dim,
+                                "original file": (m.record.get("study") or {}).get("path", "")}
+                               for m in study_models]), hide_index=True, width="stretch")
+    st.caption(f"Imported from the study's repository with `lfx zoo import-study` into `{study_dir()}` "
+               "(`LFX_STUDY_DIR`); every page offers them beside ours, named `study_…`.")
+else:
+    st.caption("The reproduction study's own GPU-trained models can be added: clone "
+               "https://github.com/jwagenbach/FACT and run `lfx zoo import-study PATH`.")
 todo = explorer.untrained()
 if todo:
     with st.expander(f"{len(todo)} zoo entries are not trained here — how to train them"):

@@ -12,6 +12,13 @@ SHARED_DATA = (REPO_ROOT.parent / "shared" / "data").resolve()
 # LFX_DATA_DIR as the test run started: fixtures of some suites point it at generated data for a while.
 ORIGINAL_DATA_DIR = os.environ.get("LFX_DATA_DIR")
 
+# The study's imported models live in a user folder: tests start from an empty one (suites that test the
+# importer write their own), so a developer's imports never change what the tests see.
+import tempfile  # noqa: E402
+
+os.environ["LFX_STUDY_DIR"] = tempfile.mkdtemp(prefix="lfx-study-test-")
+SHARED_FACT = (REPO_ROOT.parent / "shared" / "fact").resolve()
+
 # Small models: one thread is as fast and leaves the other core to the app server of browser tests.
 torch.set_num_threads(1)
 

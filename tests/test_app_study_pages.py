@@ -124,7 +124,7 @@ def test_disentanglement_page_every_vae(name: str) -> None:
     if has_button(at, "dis_compute"):  # the first VAE's test computes; the second reads the cache
         ok(click(at, "dis_compute"))
     chart = specs(at)[0]
-    assert "diamond" in chart and "active units" in chart and "β-TC-VAE" in chart
+    assert "diamond" in chart and "salient units" in chart and "β-TC-VAE" in chart
     assert any(label.startswith("Pearson, β-") for label in metrics(at))
     assert "PNG" in downloads(at)
 

@@ -222,7 +222,7 @@ def test_disvae_metrics(tiny_zoo):
     for col in ("pearson", "spearman", "cosine"):
         assert metrics[col].dropna().between(-1, 1).all()
     assert metrics["entropy"].between(0, math.log(3) + 1e-9).all()
-    assert metrics["active_units"].between(0, 3).all()
+    assert metrics["salient_units"].between(0, 3).all()
     assert (metrics["d"] == 3).all() and (metrics["n_test"] == 12).all()
     comparison = pd.read_csv(folder / "comparison.csv")
     ref = comparison[(comparison["metric"] == "pearson") & (comparison["loss"] == "betavae")

@@ -213,7 +213,7 @@ def test_identical_units() -> None:
     assert out["spearman"] == pytest.approx(1.0)
     assert out["cosine"] == pytest.approx(1.0)
     assert out["entropy"] == pytest.approx(math.log(d))
-    assert out["active_units"] == pytest.approx(0.0)
+    assert out["salient_units"] == pytest.approx(0.0)
 
 
 def test_one_hot_units() -> None:
@@ -222,7 +222,7 @@ def test_one_hot_units() -> None:
     s = torch.nn.functional.one_hot(owner, d).permute(0, 3, 1, 2).float() * torch.rand(n, 1, 5, 5)
     out = disentanglement_metrics(s)
     assert out["entropy"] == pytest.approx(0.0)
-    assert out["active_units"] == pytest.approx(1.0)
+    assert out["salient_units"] == pytest.approx(1.0)
     assert out["cosine"] == pytest.approx(0.0)
     assert out["pearson"] < 0
 
@@ -251,7 +251,7 @@ def test_streaming_equals_one_shot_and_reference() -> None:
     tot = x.sum(0)
     p = x[:, tot > 0] / tot[tot > 0]
     assert a["entropy"] == pytest.approx(np.mean(-(p * np.log(p)).sum(0)))
-    assert a["active_units"] == pytest.approx(np.mean((p > 1 / d).sum(0)))
+    assert a["salient_units"] == pytest.approx(np.mean((p > 1 / d).sum(0)))
     # the Spearman subsample depends on positions, not on batching
     capped_one = DisentanglementAccumulator(spearman_max_pixels=50)
     capped_one.update(s)

@@ -543,5 +543,5 @@ def test_a_user_vae_explains_its_posterior_mean(explorer) -> None:
     assert not explorer.vae_unit_metrics_cached("small_vae", 8)
     metrics = explorer.vae_unit_metrics("small_vae", 8)
     assert explorer.vae_unit_metrics_cached("small_vae", 8)
-    assert set(metrics) == {"pearson", "spearman", "cosine", "entropy", "active_units"}
+    assert set(metrics) == {"pearson", "spearman", "cosine", "entropy", "salient_units"}
     assert all(np.isfinite(v) for v in metrics.values())

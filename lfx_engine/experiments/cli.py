@@ -73,8 +73,12 @@ def run_experiment(experiment: str, dataset: str, *, quick: bool = False, log: C
     given = {k: v for k, v in options.items() if v is not None}
     kwargs = {**(preset if quick else {}), **given}
     ignored = sorted(k for k in kwargs if k not in accepted)
+    if kwargs.get("model_source", "zoo") != "zoo" and "model_source" not in accepted:
+        raise ParameterError(f"{experiment} runs on our own models only; --models {kwargs['model_source']} does "
+                             "not apply to it")
     kwargs = {k: v for k, v in kwargs.items() if k in accepted}
     result = fn(dataset, log=log, **kwargs)
+    result.model_source = str(kwargs.get("model_source", "zoo"))
     result.params["quick"] = quick
     result.params["options"] = {k: (str(v) if isinstance(v, torch.device) else v) for k, v in kwargs.items()}
     return result, kwargs, ignored
@@ -90,7 +94,8 @@ def reproduce(experiment: str, dataset: str, *, results: str | None = None, comm
         result, kwargs, ignored = run_experiment(experiment, dataset, quick=quick, log=log, **options)
     except ExperimentSkipped as exc:
         path = write_skipped(experiment, dataset, exc.reason, results, command,
-                             {"quick": quick, **{k: v for k, v in options.items() if v is not None}})
+                             {"quick": quick, **{k: v for k, v in options.items() if v is not None}},
+                             model_source=options.get("model_source") or "zoo")
         print(f"skipped {experiment} on {dataset}: {exc.reason} (recorded in {path / 'skipped.json'})")
         return "skipped"
     if ignored and verbose:
@@ -123,7 +128,8 @@ def run_reproduce(args: argparse.Namespace) -> int:
     options = {"n_test": args.n_test, "n_train": args.n_train, "steps": args.steps, "seed": args.seed,
                "device": _device(args.device), "leaky_relu": True if args.leaky_relu else None,
                "use_cache": False if args.no_cache else None,
-               "if_hessian": args.if_hessian, "full_output": args.full_output, "max_memory_mb": args.max_memory_mb}
+               "if_hessian": args.if_hessian, "full_output": args.full_output, "max_memory_mb": args.max_memory_mb,
+               "model_source": args.models}
     command = command_line(args)
     if args.experiment == "all":
         pairs = [(e, d) for e in EXPERIMENTS for d in EXPERIMENT_DATASETS[e] if args.data in (None, "all", d)]
@@ -171,7 +177,8 @@ def command_line(args: argparse.Namespace) -> str:
     for flag, value in (("--data", args.data), ("--results", args.results), ("--n-test", args.n_test),
                         ("--n-train", args.n_train), ("--device", args.device), ("--seed", args.seed),
                         ("--steps", args.steps), ("--if-hessian", args.if_hessian),
-                        ("--full-output", args.full_output), ("--max-memory-mb", args.max_memory_mb)):
+                        ("--full-output", args.full_output), ("--max-memory-mb", args.max_memory_mb),
+                        ("--models", args.models)):
         if value is not None:
             parts.append(f"{flag} {value}")
     parts += [flag for flag, on in (("--quick", args.quick), ("--leaky-relu", args.leaky_relu),
@@ -212,6 +219,9 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--full-output", choices=("logits", "softmax"),
                         help="encoder_vs_full: explain the classifier through its logits (default, METHOD) or "
                              "its softmax probabilities (as the earlier code's Softmax-ended classifier did)")
+    parser.add_argument("--models", choices=("zoo", "study"),
+                        help="whose models to explain: zoo (ours, default) or study (the reproduction study's, "
+                             "imported with `lfx zoo import-study`); study results go to <dataset>-study/")
     parser.add_argument("--no-cache", action="store_true", help="recompute instead of reading the disk cache")
     parser.set_defaults(func=run_reproduce)
 

@@ -99,6 +99,8 @@ class ExperimentResult:
     summary: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     n_runs: int | None = None
+    #: whose models were explained: ``zoo`` (ours) or ``study`` (the reproduction study's, imported)
+    model_source: str = "zoo"
     wall_time_s: float = 0.0
     cache_stats: dict[str, int] = field(default_factory=lambda: {"hits": 0, "misses": 0, "disabled": 0})
 
@@ -148,10 +150,16 @@ class ModelHub:
 
         return Catalogue(self.root).zoo_records()
 
-    def find(self, dataset: str, experiment: str | None = None, task: str | None = None) -> list[dict[str, Any]]:
-        """Trained records of ``dataset`` (optionally one experiment/task), sorted by task, beta, run."""
+    def find(self, dataset: str, experiment: str | None = None, task: str | None = None,
+             source: str = "zoo") -> list[dict[str, Any]]:
+        """Trained records of ``dataset`` (optionally one experiment/task), sorted by task, beta, run.
+
+        ``source``: ``zoo`` (our own models), ``study`` (imported from the reproduction study) or ``all``.
+        """
+        check_model_source(source, allow_all=True)
         rows = [r for r in self.records().values()
                 if r.get("dataset") == dataset
+                and (source == "all" or r.get("source", "zoo") == source)
                 and (experiment is None or r.get("experiment") == experiment)
                 and (task is None or r.get("task") == task)]
         return sorted(rows, key=lambda r: (str(r.get("task")), float(r.get("beta") or 0), int(r.get("run") or 0),
@@ -174,7 +182,7 @@ class ModelHub:
         if name not in self._models:
             from lfx_engine.training.zoo import load_entry
 
-            self._models[name] = load_entry(name, self.root, device=self.device).eval()
+            self._models[name] = load_entry(name, self.folder(name), device=self.device).eval()
         return self._models[name]
 
     def tracin_states(self, name: str) -> list[tuple[int, dict[str, torch.Tensor], str]]:
@@ -183,20 +191,41 @@ class ModelHub:
         from lfx_engine.training.zoo import tracin_checkpoint_paths
 
         out = []
-        for epoch, path, sha in tracin_checkpoint_paths(name, self.root):
+        for epoch, path, sha in tracin_checkpoint_paths(name, self.folder(name)):
             state, _ = load_state_dict(path, expected_sha256=sha)
             out.append((int(epoch), state, sha))
         return out
 
+    def folder(self, name: str) -> Path:
+        """The folder holding a trained model's file (the zoo's, or the study folder for imported models)."""
+        return Path(self.record(name).get("root") or self.root)
+
     def describe(self, name: str) -> dict[str, Any]:
-        """What run.json records about a checkpoint: file, sha256, run, seed, training extent."""
+        """What run.json records about a checkpoint: file, sha256, run, seed, training extent, origin."""
         rec = self.record(name)
         keys = ("name", "file", "sha256", "arch", "task", "beta", "run", "seed", "latent_dim", "epochs_trained",
-                "best_epoch", "full_recipe", "storage_dtype", "command")
+                "best_epoch", "full_recipe", "storage_dtype", "command", "source", "study")
         out = {k: rec.get(k) for k in keys}
         out["tracin_checkpoints"] = [{"epoch": t.get("epoch"), "sha256": t.get("sha256")}
                                      for t in rec.get("tracin_checkpoints", []) or []]
         return out
+
+
+MODEL_SOURCES = ("zoo", "study")
+
+
+def check_model_source(source: Any, allow_all: bool = False) -> str:
+    """``source`` if it names a model source (``zoo``, ``study``; ``all`` where allowed), else ParameterError."""
+    allowed = MODEL_SOURCES + (("all",) if allow_all else ())
+    if source not in allowed:
+        raise ParameterError(f"models must be one of {', '.join(allowed)}, got {source!r}")
+    return str(source)
+
+
+def study_hint(dataset: str) -> str:
+    """How to get the study's models, for a skip message."""
+    return (f"import the reproduction study's models first: clone https://github.com/jwagenbach/FACT and run "
+            f"`lfx zoo import-study PATH` (they go to LFX_STUDY_DIR); {dataset} needs its files under results/")
 
 
 def require_dataset(experiment: str, dataset: str) -> None:
@@ -213,8 +242,11 @@ def require_dataset(experiment: str, dataset: str) -> None:
             f"`{spec.fetch_command}` or point LFX_DATA_DIR at a folder holding {', '.join(spec.files)}")
 
 
-def require_models(experiment: str, dataset: str, hub: ModelHub, names: Sequence[str], what: str) -> None:
+def require_models(experiment: str, dataset: str, hub: ModelHub, names: Sequence[str], what: str,
+                   source: str = "zoo") -> None:
     """Raise :class:`ExperimentSkipped` when none of ``names`` is trained."""
+    if not any(hub.has(n) for n in names) and source == "study":
+        raise ExperimentSkipped(experiment, dataset, f"no study model for {what} ({names[0]}); {study_hint(dataset)}")
     if not any(hub.has(n) for n in names):
         shown = ", ".join(list(names)[:4]) + (", ..." if len(names) > 4 else "")
         raise ExperimentSkipped(
@@ -375,10 +407,14 @@ def save_figure(figure: Any, path: Path) -> None:
     raise ParameterError(f"cannot save a figure of type {type(figure).__name__}")
 
 
-def result_folder(experiment: str, dataset: str, results: str | os.PathLike | None = None) -> Path:
-    """``<results>/<experiment>/<dataset>`` (results defaults to :func:`lfx_engine.config.results_dir`)."""
+def result_folder(experiment: str, dataset: str, results: str | os.PathLike | None = None,
+                  model_source: str = "zoo") -> Path:
+    """``<results>/<experiment>/<dataset>`` (``<dataset>-study`` for the study's models).
+
+    ``results`` defaults to :func:`lfx_engine.config.results_dir`.
+    """
     root = Path(results).expanduser().resolve() if results is not None else results_dir()
-    return root / experiment / dataset
+    return root / experiment / (dataset if model_source == "zoo" else f"{dataset}-{check_model_source(model_source)}")
 
 
 def _replace_folder(target: Path, fill: Callable[[Path], None]) -> Path:
@@ -421,7 +457,7 @@ def write_result(result: ExperimentResult, results: str | os.PathLike | None = N
     per LaTeX table, ``arrays.npz`` when there are arrays, and ``run.json``
     (checkpoints with sha256, parameters, seeds, wall time, versions, summary).
     """
-    target = result_folder(result.experiment, result.dataset, results)
+    target = result_folder(result.experiment, result.dataset, results, result.model_source)
 
     def fill(folder: Path) -> None:
         written: list[str] = []
@@ -440,6 +476,7 @@ def write_result(result: ExperimentResult, results: str | os.PathLike | None = N
         run = {
             "experiment": result.experiment,
             "dataset": result.dataset,
+            "model_source": result.model_source,
             "status": "ok",
             "command": command,
             "started_at": started_at,
@@ -469,15 +506,17 @@ def _safe_fingerprint(dataset: str) -> dict[str, str] | None:
 
 
 def write_skipped(experiment: str, dataset: str, reason: str, results: str | os.PathLike | None = None,
-                  command: str | None = None, params: Mapping[str, Any] | None = None) -> Path:
+                  command: str | None = None, params: Mapping[str, Any] | None = None,
+                  model_source: str = "zoo") -> Path:
     """Write ``<results>/<experiment>/<dataset>/skipped.json`` (replacing any earlier folder)."""
-    target = result_folder(experiment, dataset, results)
+    target = result_folder(experiment, dataset, results, model_source)
 
     def fill(folder: Path) -> None:
         record = {"experiment": experiment, "dataset": dataset, "status": "skipped", "reason": reason,
                   "command": command, "parameters": dict(params or {}),
                   "at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                  "data_dir": str(data_dir()), "checkpoint_dir": str(checkpoint_dir())}
+                  "data_dir": str(data_dir()), "checkpoint_dir": str(checkpoint_dir()),
+                  "model_source": model_source}
         (folder / "skipped.json").write_text(dump_json(record), encoding="utf-8")
 
     return _replace_folder(target, fill)

@@ -44,6 +44,7 @@ from lfx_engine.experiments.common import (
     check_positive_int,
     data_fingerprint,
     require_dataset,
+    check_model_source,
     require_models,
     subset_digest,
     to_device,
@@ -138,6 +139,7 @@ def run_consistency_examples(
     dataset: str,
     *,
     models: ModelHub | None = None,
+    model_source: str = "zoo",
     n_train: int = 1000,
     n_test: int | None = None,
     explainers: Sequence[str] = EXPLAINERS,
@@ -183,8 +185,8 @@ def run_consistency_examples(
         raise ParameterError(f"unknown explainer(s) {unknown}; choose from {EXPLAINERS}")
     hub = models or ModelHub(device=device)
     dev = to_device(device) if device is not None else hub.device
-    name = model_name(dataset)
-    require_models(EXPERIMENT, dataset, hub, [name], "the consistency model")
+    name = model_name(dataset, check_model_source(model_source), EXPERIMENT)
+    require_models(EXPERIMENT, dataset, hub, [name], "the consistency model", model_source)
     result = ExperimentResult(EXPERIMENT, dataset, n_runs=1)
     train, test, rule = example_subsets(dataset, n_train, n_test)
     minibatch = min(if_minibatch or (20 if dataset == "ecg5000" else 300), len(train))

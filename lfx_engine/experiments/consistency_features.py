@@ -29,6 +29,7 @@ from lfx_engine.experiments.common import (
     cached_arrays,
     data_fingerprint,
     require_dataset,
+    check_model_source,
     require_models,
     take_first,
     to_device,
@@ -45,8 +46,11 @@ TITLES = {"gradient_shap": "GradientShap", "integrated_gradients": "Integrated G
 QUICK: dict[str, Any] = {"n_test": 500}
 
 
-def model_name(dataset: str) -> str:
-    """Zoo entry explained on ``dataset``."""
+def model_name(dataset: str, model_source: str = "zoo", experiment: str = EXPERIMENT) -> str:
+    """The model explained on ``dataset``: our one consistency model, or the study's model for ``experiment``."""
+    if model_source == "study":
+        part = "features" if experiment == EXPERIMENT else "examples"
+        return f"study_{dataset}_{'lstm_ae' if dataset == 'ecg5000' else 'dae'}_consistency_{part}"
     return "ecg5000_lstm_ae" if dataset == "ecg5000" else f"{dataset}_dae_consistency"
 
 
@@ -79,6 +83,7 @@ def run_consistency_features(
     dataset: str,
     *,
     models: ModelHub | None = None,
+    model_source: str = "zoo",
     n_test: int | None = None,
     methods: Sequence[str] = METHODS,
     percents: Sequence[float] = PERCENTS,
@@ -99,8 +104,8 @@ def run_consistency_features(
     require_dataset(EXPERIMENT, dataset)
     hub = models or ModelHub(device=device)
     dev = to_device(device) if device is not None else hub.device
-    name = model_name(dataset)
-    require_models(EXPERIMENT, dataset, hub, [name], "the consistency model")
+    name = model_name(dataset, check_model_source(model_source))
+    require_models(EXPERIMENT, dataset, hub, [name], "the consistency model", model_source)
     unknown = [m for m in methods if m not in TITLES or m == "random"]
     if unknown:
         raise ParameterError(f"unknown attribution method(s) {unknown}; choose from {METHODS}")

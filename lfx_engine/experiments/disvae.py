@@ -4,7 +4,7 @@ For every trained β-VAE / β-TC-VAE of a dataset, the per-unit saliency
 ``S_j = |μ_j · GradientShap_j|`` (signed channel mean before the weighting,
 zero baseline) is streamed over the test set in chunks into the five
 disentanglement metrics of §4 (pooled Pearson, Spearman, cosine, entropy,
-active units), so ``N×d×H×W`` is never materialised. One row per model; box
+salient units), so ``N×d×H×W`` is never materialised. One row per model; box
 plots of each metric vs β, and per-model heat maps of 20 test images (10 for
 dSprites). Reference values of the reproduction study (§8) are listed next to ours.
 """
@@ -25,6 +25,8 @@ from lfx_engine.experiments.common import (
     ExperimentSkipped,
     LogFn,
     ModelHub,
+    check_model_source,
+    study_hint,
     ProgressFn,
     Reporter,
     cached_arrays,
@@ -38,6 +40,10 @@ from lfx_engine.experiments.common import (
 )
 from lfx_engine.feature_importance import unit_attribution
 from lfx_engine.metrics import METRICS, DisentanglementAccumulator
+from lfx_engine.metrics.vae_quality import vae_quality
+
+#: Verdicts of :func:`lfx_engine.metrics.vae_quality.vae_quality`, stored as codes in the cache.
+VERDICTS = ("ok", "undertrained", "collapsed", "dead")
 
 EXPERIMENT = "disvae"
 LOSS_TITLES = {"betavae": "β-VAE", "btcvae": "β-TC-VAE"}
@@ -70,7 +76,7 @@ REFERENCE: dict[str, dict[str, dict[tuple[str, int], tuple[float, float | None]]
         "cifar100": {("betavae", 1): (1.867, None), ("betavae", 5): (1.378, None), ("betavae", 10): (0.964, None),
                      ("btcvae", 1): (1.740, None), ("btcvae", 5): (1.388, None), ("btcvae", 10): (1.098, None)},
     },
-    "active_units": {
+    "salient_units": {
         "mnist": {("betavae", 1): (1.261, None), ("betavae", 5): (1.264, None), ("betavae", 10): (1.238, None),
                   ("btcvae", 1): (1.259, None), ("btcvae", 5): (1.259, None), ("btcvae", 10): (1.205, None)},
         "cifar100": {("betavae", 1): (5.04, None), ("betavae", 5): (3.86, None), ("betavae", 10): (2.92, None),
@@ -127,10 +133,35 @@ def unit_metrics(result: ExperimentResult | None, hub: ModelHub, name: str, data
     return cached_arrays(result, "exp_disvae_metrics", parts, compute, use_cache)
 
 
+def train_mean_image(dataset: str, n: int = 10_000) -> torch.Tensor:
+    """Mean of the first ``n`` training images as the VAEs see them: the trivial predictor of the quality floor."""
+    x = take_first(load_split(dataset, "train").x, n).float()
+    return (resize_to_32(x) if dataset == "mnist" else x).mean(0)
+
+
+def model_quality(result: ExperimentResult | None, hub: ModelHub, name: str, dataset: str, x: torch.Tensor,
+                  mean_image: torch.Tensor, *, device: torch.device, use_cache: bool = True) -> dict[str, Any]:
+    """Active units, reconstruction ratio, KL and verdict of one VAE on ``x``; disk-cached."""
+    parts = {"experiment": EXPERIMENT, "what": "quality", "model": name, "sha256": hub.record(name)["sha256"],
+             "data": data_fingerprint(dataset), "n": int(len(x)), "mean_image_n": 10_000}
+
+    def compute() -> dict[str, np.ndarray]:
+        q = vae_quality(hub.load(name), x, mean_image=mean_image, device=device)
+        return {"active_units": np.array(q.active_units), "rec_ratio": np.array(q.rec_ratio),
+                "kl": np.array(q.kl), "unit_variance": np.array(q.unit_variance),
+                "verdict": np.array(VERDICTS.index(q.verdict()))}
+
+    arrays = cached_arrays(result, "exp_disvae_quality", parts, compute, use_cache)
+    return {"active_units": int(arrays["active_units"]), "rec_ratio": float(arrays["rec_ratio"]),
+            "kl": float(arrays["kl"]), "verdict": VERDICTS[int(arrays["verdict"])],
+            "unit_variance": [float(v) for v in arrays["unit_variance"]]}
+
+
 def run_disvae(
     dataset: str,
     *,
     models: ModelHub | None = None,
+    model_source: str = "zoo",
     n_test: int | None = None,
     losses: Sequence[str] = ("betavae", "btcvae"),
     seed: int = 0,
@@ -141,10 +172,17 @@ def run_disvae(
     batch_size: int = 256,
     device: torch.device | str | None = None,
     use_cache: bool = True,
+    include_unfit: bool = False,
     progress: ProgressFn | None = None,
     log: LogFn | None = None,
 ) -> ExperimentResult:
     """The five disentanglement metrics of every trained VAE of ``dataset`` (one row per model).
+
+    Every model is first checked against the quality floors of
+    :mod:`lfx_engine.metrics.vae_quality` (≥ 2 active units, reconstruction
+    clearly better than the mean image, not dead). Its row keeps the verdict;
+    models that fail are left out of ``summary`` and ``comparison`` unless
+    ``include_unfit`` (then they are flagged, never silently averaged in).
 
     ``n_test``: first n test images (default all). ``n_maps``: images in the
     per-model heat-map figures (20; 10 for dSprites). ``maps_for_runs``: runs
@@ -156,7 +194,10 @@ def run_disvae(
     check_positive_int("chunk", chunk)
     hub = models or ModelHub(device=device)
     dev = to_device(device) if device is not None else hub.device
-    records = [r for r in hub.find(dataset, experiment="disvae") if r.get("task") in losses]
+    records = [r for r in hub.find(dataset, experiment="disvae", source=check_model_source(model_source))
+               if r.get("task") in losses]
+    if not records and model_source == "study":
+        raise ExperimentSkipped(EXPERIMENT, dataset, f"no study VAE of {dataset}; {study_hint(dataset)}")
     if not records:
         raise ExperimentSkipped(EXPERIMENT, dataset, f"no trained VAE of {dataset} in {hub.root}; train with "
                                 f"`python -m lfx_engine train '{dataset}_betavae_*'` and "
@@ -167,9 +208,11 @@ def run_disvae(
     x = test_inputs(dataset, n_test)
     report = Reporter(progress, log, total=len(records))
     rows = []
+    mean_image = train_mean_image(dataset)
     for i, rec in enumerate(records):
         name = rec["name"]
         report.log(f"{EXPERIMENT}/{dataset}: {name} on {len(x)} images ({i + 1}/{len(records)})")
+        quality = model_quality(result, hub, name, dataset, x, mean_image, device=dev, use_cache=use_cache)
         arrays = unit_metrics(result, hub, name, dataset, x, seed=seed, chunk=chunk, n_maps=n_maps,
                               spearman_max_pixels=spearman_max_pixels, batch_size=batch_size, device=dev,
                               use_cache=use_cache)
@@ -177,7 +220,9 @@ def run_disvae(
         row = {"model": name, "loss": rec["task"], "loss_title": LOSS_TITLES.get(rec["task"], rec["task"]),
                "beta": float(rec["beta"]), "run": int(rec["run"]), "d": d, "n_test": len(x),
                **{m: float(v) for m, v in zip(METRICS, arrays["metrics"])},
-               "spearman_exact": bool(arrays["spearman_exact"]), "max_entropy": math.log(d)}
+               "spearman_exact": bool(arrays["spearman_exact"]), "max_entropy": math.log(d),
+               "active_units": quality["active_units"], "rec_ratio": quality["rec_ratio"], "kl": quality["kl"],
+               "verdict": quality["verdict"], "source": rec.get("source", "zoo")}
         rows.append(row)
         if maps_for_runs is None or int(rec["run"]) in set(maps_for_runs):
             result.figures[f"maps_{name}"] = _maps_figure(x, arrays["maps"], name, spec.title)
@@ -185,7 +230,18 @@ def run_disvae(
         report.step()
 
     metrics = pd.DataFrame(rows)
-    long = metrics.melt(id_vars=["model", "loss", "loss_title", "beta", "run"], value_vars=list(METRICS),
+    unfit = metrics[metrics["verdict"] != "ok"]
+    used = metrics if include_unfit else metrics[metrics["verdict"] == "ok"]
+    if len(unfit):
+        counts = unfit["verdict"].value_counts().to_dict()
+        result.notes.append(
+            f"{len(unfit)} of {len(metrics)} VAE(s) fail the quality floors (≥ 2 units with Var μ_j > 0.01, "
+            f"reconstruction < 0.9× the mean image's): " + ", ".join(f"{n} {v}" for v, n in counts.items())
+            + ("; they are flagged and included in the summary (include_unfit)" if include_unfit
+               else "; they are left out of the summary and the comparison"))
+    if used.empty:
+        result.notes.append("no VAE passes the quality floors: no disentanglement verdict can be drawn")
+    long = used.melt(id_vars=["model", "loss", "loss_title", "beta", "run"], value_vars=list(METRICS),
                         var_name="metric", value_name="value")
     summary = (long.groupby(["loss", "beta", "metric"], sort=True)["value"]
                .agg(mean="mean", std=lambda v: v.std(ddof=1) if len(v) > 1 else np.nan, n_runs="count")
@@ -197,11 +253,13 @@ def run_disvae(
     pearson = summary[summary["metric"] == "pearson"]
     result.summary = {
         "question": "does a higher β make the unit maps less correlated (pooled Pearson)?",
+        "quality": {"verdicts": metrics["verdict"].value_counts().to_dict(), "included_unfit": include_unfit,
+                    "models_in_summary": int(len(used))},
         "pearson_by_loss_beta": {f"{r.loss}_b{r.beta:g}": [r.mean, r.std] for r in pearson.itertuples()},
         "pearson_trend": {loss: _trend(g) for loss, g in pearson.groupby("loss")},
         "entropy_trend": {loss: _trend(g) for loss, g in summary[summary["metric"] == "entropy"].groupby("loss")},
-        "active_units_trend": {loss: _trend(g) for loss, g in
-                               summary[summary["metric"] == "active_units"].groupby("loss")},
+        "salient_units_trend": {loss: _trend(g) for loss, g in
+                                summary[summary["metric"] == "salient_units"].groupby("loss")},
     }
     result.params = {"models": [r["name"] for r in records], "n_test": len(x),
                      "n_test_available": len(load_split(dataset, "test")),
@@ -212,7 +270,7 @@ def run_disvae(
     result.seeds = {"gradient_shap_seed": f"{seed} + chunk index", "spearman_sketch_seed": seed}
     if not metrics["spearman_exact"].all():
         result.notes.append(f"Spearman on a deterministic sample of {spearman_max_pixels:,} (image, pixel) columns "
-                            f"(bottom-k hash sketch); Pearson, cosine, entropy, active units are exact")
+                            f"(bottom-k hash sketch); Pearson, cosine, entropy, salient units are exact")
     if result.n_runs < 5:
         result.notes.append(f"at most {result.n_runs} run(s) per (loss, β) (METHOD: 5)")
     result.wall_time_s = time.perf_counter() - start
@@ -241,7 +299,8 @@ def _comparison(summary: pd.DataFrame, dataset: str) -> pd.DataFrame:
         rows.append({"loss": r.loss, "beta": r.beta, "metric": r.metric, "mean": r.mean, "std": r.std,
                      "n_runs": r.n_runs, "reference_mean": ref[0] if ref else np.nan,
                      "reference_std": ref[1] if ref and ref[1] is not None else np.nan})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["loss", "beta", "metric", "mean", "std", "n_runs", "reference_mean",
+                                       "reference_std"])
 
 
 def _boxplots(long: pd.DataFrame, title: str) -> alt.HConcatChart:

@@ -25,8 +25,11 @@ from lfx_engine.data import get_spec, load_split
 from lfx_engine.errors import ParameterError
 from lfx_engine.experiments.common import (
     ExperimentResult,
+    ExperimentSkipped,
     LogFn,
     ModelHub,
+    check_model_source,
+    study_hint,
     ProgressFn,
     Reporter,
     cached_arrays,
@@ -69,9 +72,22 @@ class _SoftmaxOutput(nn.Module):
         return torch.softmax(self.classifier(x), dim=1)
 
 
-def classifier_names(hub: ModelHub, dataset: str) -> list[str]:
-    """Trained pretext classifiers of ``dataset``, by run."""
-    return [r["name"] for r in hub.find(dataset, experiment="pretext", task="classification")]
+#: The study's two sets of MNIST classifiers: its repository at HEAD, and the files as first committed
+#: (2023-01-19, trained with a final Softmax) that its encoder-vs-full figure was made from.
+STUDY_CLASSIFIERS = ("head", "2023-01-19")
+
+
+def classifier_names(hub: ModelHub, dataset: str, model_source: str = "zoo",
+                     study_classifiers: str = "head") -> list[str]:
+    """Trained classifiers of ``dataset``, by run: our pretext ones, or one of the study's two sets."""
+    if model_source != "study":
+        return [r["name"] for r in hub.find(dataset, experiment="pretext", task="classification")]
+    if study_classifiers not in STUDY_CLASSIFIERS:
+        raise ParameterError(f"study_classifiers must be one of {', '.join(STUDY_CLASSIFIERS)}, "
+                             f"got {study_classifiers!r}")
+    variant = "" if study_classifiers == "head" else study_classifiers
+    return [r["name"] for r in hub.find(dataset, experiment="encoder_vs_full", source="study")
+            if (r.get("study") or {}).get("variant", "") == variant]
 
 
 def pair_statistics(result: ExperimentResult | None, hub: ModelHub, name: str, dataset: str, x: torch.Tensor,
@@ -101,6 +117,8 @@ def run_encoder_vs_full(
     dataset: str = "mnist",
     *,
     models: ModelHub | None = None,
+    model_source: str = "zoo",
+    study_classifiers: str = "head",
     n_test: int | None = None,
     methods: Sequence[str] = METHODS,
     seed: int = 0,
@@ -129,7 +147,10 @@ def run_encoder_vs_full(
         raise ParameterError(f"unknown method(s) {unknown}; choose from {METHODS}")
     hub = models or ModelHub(device=device)
     dev = to_device(device) if device is not None else hub.device
-    names = classifier_names(hub, dataset)
+    names = classifier_names(hub, dataset, check_model_source(model_source), study_classifiers)
+    if not names and model_source == "study":
+        raise ExperimentSkipped(EXPERIMENT, dataset, f"no study classifier ({study_classifiers}); "
+                                f"{study_hint(dataset)}")
     require_models(EXPERIMENT, dataset, hub, names or [f"{dataset}_pretext_classification_run1"],
                    "the pretext classifiers")
     # the softmax diagnostic gets its own results folder so it never overwrites METHOD's run

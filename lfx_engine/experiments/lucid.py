@@ -28,6 +28,8 @@ from lfx_engine.experiments.common import (
     ExperimentSkipped,
     LogFn,
     ModelHub,
+    check_model_source,
+    study_hint,
     ProgressFn,
     Reporter,
     cached_arrays,
@@ -109,6 +111,7 @@ def run_lucid(
     dataset: str,
     *,
     models: ModelHub | None = None,
+    model_source: str = "zoo",
     betas: Sequence[float] = BETAS,
     run: int = 1,
     loss: str = "betavae",
@@ -134,8 +137,11 @@ def run_lucid(
     require_dataset(EXPERIMENT, dataset)
     check_positive_int("steps", steps)
     hub = models or ModelHub()
-    names = {b: f"{dataset}_{loss}_b{b:g}_run{run}" for b in betas}
+    prefix = "study_" if check_model_source(model_source) == "study" else ""
+    names = {b: f"{prefix}{dataset}_{loss}_b{b:g}_run{run}" for b in betas}
     present = {b: n for b, n in names.items() if hub.has(n)}
+    if not present and prefix:
+        raise ExperimentSkipped(EXPERIMENT, dataset, f"no run-{run} study {loss} of {dataset}; {study_hint(dataset)}")
     if not present:
         raise ExperimentSkipped(EXPERIMENT, dataset, f"no trained run-{run} {loss} of {dataset} "
                                 f"({', '.join(names.values())}) in {hub.root}; train with "

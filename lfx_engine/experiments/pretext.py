@@ -24,6 +24,8 @@ from lfx_engine.experiments.common import (
     ExperimentSkipped,
     LogFn,
     ModelHub,
+    check_model_source,
+    study_hint,
     ProgressFn,
     Reporter,
     cached_arrays,
@@ -51,16 +53,16 @@ SPEARMAN_MAX_ELEMENTS = 2_000_000
 QUICK: dict[str, Any] = {"n_test": 500, "n_train": 500}
 
 
-def entry_name(dataset: str, task: str, run: int) -> str:
-    """Zoo name of one pretext model."""
-    return f"{dataset}_pretext_{task}_run{run}"
+def entry_name(dataset: str, task: str, run: int, model_source: str = "zoo") -> str:
+    """Catalogue name of one pretext model (ours, or the study's imported one: runs 0–4)."""
+    return f"{'study_' if model_source == 'study' else ''}{dataset}_pretext_{task}_run{run}"
 
 
-def complete_runs(hub: ModelHub, dataset: str) -> tuple[list[int], list[int]]:
+def complete_runs(hub: ModelHub, dataset: str, model_source: str = "zoo") -> tuple[list[int], list[int]]:
     """(runs with all four models trained, runs with only some of them)."""
     runs: dict[int, set[str]] = {}
-    for rec in hub.find(dataset, experiment="pretext"):
-        if rec.get("name") == entry_name(dataset, rec.get("task"), int(rec.get("run") or 0)):
+    for rec in hub.find(dataset, experiment="pretext", source=model_source):
+        if rec.get("name") == entry_name(dataset, rec.get("task"), int(rec.get("run") or 0), model_source):
             runs.setdefault(int(rec["run"]), set()).add(rec["task"])
     complete = sorted(r for r, tasks in runs.items() if set(TASKS) <= tasks)
     partial = sorted(r for r, tasks in runs.items() if not set(TASKS) <= tasks)
@@ -98,6 +100,7 @@ def run_pretext(
     dataset: str,
     *,
     models: ModelHub | None = None,
+    model_source: str = "zoo",
     n_test: int | None = None,
     n_train: int = 1000,
     runs: Sequence[int] | None = None,
@@ -126,9 +129,13 @@ def run_pretext(
     check_positive_int("n_train", n_train)
     hub = models or ModelHub(device=device)
     dev = to_device(device) if device is not None else hub.device
-    complete, partial = complete_runs(hub, dataset)
+    check_model_source(model_source)
+    complete, partial = complete_runs(hub, dataset, model_source)
     if runs is not None:
         complete = [r for r in complete if r in set(runs)]
+    if not complete and model_source == "study":
+        raise ExperimentSkipped(EXPERIMENT, dataset, f"no run has all four of the study's pretext models; "
+                                f"{study_hint(dataset)}")
     if not complete:
         raise ExperimentSkipped(
             EXPERIMENT, dataset,
@@ -156,7 +163,7 @@ def run_pretext(
     for r_i, run in enumerate(complete):
         feats, exs = [], []
         for t_i, task in enumerate(TASKS):
-            name = entry_name(dataset, task, run)
+            name = entry_name(dataset, task, run, model_source)
             report.log(f"{EXPERIMENT}/{dataset}: run {run}, {task} ({r_i * len(TASKS) + t_i + 1}/"
                        f"{len(complete) * len(TASKS)})")
             attr = abs_gradient_shap(result, hub, name, dataset, x_test, seed=seed, batch_size=batch_size,

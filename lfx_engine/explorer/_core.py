@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from lfx_engine import cache
-from lfx_engine.catalogue import GRADIENT_FREE_FEATURE_METHODS, Catalogue, ModelEntry
+from lfx_engine.catalogue import BUILTIN_SOURCES, GRADIENT_FREE_FEATURE_METHODS, Catalogue, ModelEntry
 from lfx_engine.config import default_device
 from lfx_engine.data import (
     balanced_subset_indices,
@@ -73,13 +73,16 @@ class ModelChoice:
     @property
     def label(self) -> str:
         """Short human-readable name, e.g. 'denoising AE (run 1)'."""
-        if self.source != "zoo":
+        if self.source not in BUILTIN_SOURCES:
             return f"{self.title or self.name} (your {self.task})"
+        prefix = "study's " if self.source == "study" else ""
         if self.task in ("betavae", "btcvae"):
             kind = "β-VAE" if self.task == "betavae" else "β-TC-VAE"
-            return f"{kind} β={self.beta:g} (run {self.run})"
+            return f"{prefix}{kind} β={self.beta:g} (run {self.run})"
         kind = "classifier" if self.task == "classification" else f"{self.task} AE"
-        return f"{kind}, {self.experiment} (run {self.run})"
+        if self.source == "study" and self.experiment == "consistency":
+            return f"study's {kind}, {self.name.rsplit('_', 1)[-1]} model"
+        return f"{prefix}{kind}, {self.experiment} (run {self.run})"
 
 
 class ExplorerCore:

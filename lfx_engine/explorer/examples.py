@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from lfx_engine import cache
+from lfx_engine.catalogue import BUILTIN_SOURCES
 from lfx_engine.data import (
     balanced_subset_indices,
     ecg_example_subsets,
@@ -64,7 +65,7 @@ class ExampleViews(ExplorerCore):
             # METHOD §6: train alternates normal/abnormal; test is a seeded permutation of examples_test
             train, test = ecg_example_subsets(n_train=n_train, n_test=n_test)
             return train.extra["indices"].numpy(), test.extra["indices"].numpy()
-        if entry.source == "zoo":
+        if entry.source in BUILTIN_SOURCES:
             return (balanced_subset_indices(y_train, n_train, k).numpy(),
                     balanced_subset_indices(y_test, n_test, k).numpy())
         return _balanced_or_first(y_train, n_train, k), _balanced_or_first(y_test, n_test, k)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from lfx_engine import cache
+from lfx_engine.catalogue import BUILTIN_SOURCES
 from lfx_engine.errors import ParameterError
 from lfx_engine.explorer._core import ExplorerCore
 
@@ -58,7 +59,7 @@ class LucentViews(ExplorerCore):
         choice = self.choice(name)
         x = self.test_data(name)[0]
         encoder = self.model(name).encoder
-        vae_mu = layer == "latent" and choice.task in ("betavae", "btcvae") and choice.source == "zoo"
+        vae_mu = layer == "latent" and choice.task in ("betavae", "btcvae") and choice.source in BUILTIN_SOURCES
         # a VAE's μ units use run_lucid's exact key, so the app and `reproduce lucid` share their renders
         module = encoder if vae_mu else _LucentProbe(encoder, "" if layer == "latent" else layer)
         parts = {"experiment": "lucid", "model": name, "sha256": self.entry(name).sha256,

@@ -8,6 +8,7 @@ import pandas as pd
 import torch
 
 from lfx_engine import cache
+from lfx_engine.catalogue import BUILTIN_SOURCES
 from lfx_engine.errors import ParameterError
 from lfx_engine.explorer._core import (
     ModelChoice,
@@ -99,15 +100,15 @@ class StudyViews(FeatureViews):
                 "correlations": _arrays_to_frame("correlations__", arrays),
                 "notes": [str(n) for n in arrays["notes"]], "n_test": int(arrays["n_test"])}
 
-    def vae_models(self, dataset: str | None = None) -> list[ModelChoice]:
-        """Trained β-VAEs / β-TC-VAEs, ordered by loss, β and run."""
-        models = self.models(dataset, experiment="disvae")
+    def vae_models(self, dataset: str | None = None, source: str | None = None) -> list[ModelChoice]:
+        """Trained β-VAEs / β-TC-VAEs (ours, the study's or both), ordered by loss, β and run."""
+        models = [m for m in self.models(dataset, experiment="disvae") if source is None or m.source == source]
         return sorted(models, key=lambda m: (m.dataset, m.task, float(m.beta or 0), m.run))
 
     def user_vaes(self, dataset: str | None = None) -> list[ModelChoice]:
         """The user's VAEs (project files, registrations) whose units can be explained (images, gradients)."""
         return [m for m in self.models(dataset, tasks=("vae",))
-                if m.source != "zoo" and self.entry(m.name).supports("disentanglement")]
+                if m.source not in BUILTIN_SOURCES and self.entry(m.name).supports("disentanglement")]
 
     def has_decoder(self, name: str) -> bool:
         """Whether the model decodes latent codes (traversals, free decoding)."""
@@ -148,17 +149,17 @@ class StudyViews(FeatureViews):
         arrays = unit_metrics(None, **self._unit_metrics_args(name, n_test))
         return {metric: float(value) for metric, value in zip(METRICS, arrays["metrics"])}
 
-    def _disvae_key(self, dataset: str, n_test: int | None) -> dict[str, Any] | None:
-        names = [m.name for m in self.vae_models(dataset)]
+    def _disvae_key(self, dataset: str, n_test: int | None, source: str = "zoo") -> dict[str, Any] | None:
+        names = [m.name for m in self.vae_models(dataset, source)]
         return self._study_key("disvae", names, dataset=dataset, n_test=n_test) if names else None
 
-    def disvae_cached(self, dataset: str, n_test: int | None = 200) -> bool:
+    def disvae_cached(self, dataset: str, n_test: int | None = 200, source: str = "zoo") -> bool:
         """Whether :meth:`disvae_study` for these arguments is on disk (instant)."""
-        key = self._disvae_key(dataset, n_test)
+        key = self._disvae_key(dataset, n_test, source)
         return key is not None and cache.is_cached("study_disvae", key)
 
     def disvae_study(self, dataset: str, n_test: int | None = 200, progress: Progress = None,
-                     log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                     log: Callable[[str], None] | None = None, source: str = "zoo") -> dict[str, Any]:
         """METHOD §7.4's five metrics of every trained VAE of ``dataset`` on the first ``n_test`` test inputs.
 
         Returns ``metrics`` (one row per model), ``summary`` (mean, std over runs per loss × β),
@@ -167,10 +168,12 @@ class StudyViews(FeatureViews):
         from lfx_engine.experiments.disvae import run_disvae
 
         self._check_subset(n_test)
-        key = self._disvae_key(dataset, n_test) or {"study": "disvae", "dataset": dataset, "models": []}
+        key = self._disvae_key(dataset, n_test, source) or {"study": "disvae", "dataset": dataset, "models": [],
+                                                            "source": source}
 
         def compute() -> dict[str, np.ndarray]:
-            result = run_disvae(dataset, models=self.study_hub(), n_test=n_test, n_maps=1, maps_for_runs=(),
+            result = run_disvae(dataset, models=self.study_hub(), model_source=source, n_test=n_test, n_maps=1,
+                                maps_for_runs=(),
                                 device=self.device, progress=progress, log=log)
             _close_figures(result.figures)
             return {**{k: v for t in ("metrics", "summary", "comparison")

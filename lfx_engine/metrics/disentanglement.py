@@ -15,8 +15,10 @@ computed in streaming form so that ``N×d×H×W`` is never held in float64.
   off-diagonal mean.
 * **entropy** – over pixels with positive total saliency, ``p = S_·/Σ_j S_j`` and
   ``−Σ_j p_j ln p_j`` (max ``ln d``), averaged over those pixels.
-* **active_units** – over the same pixels, mean number of units with ``p_j > 1/d``
-  (a relative margin of 1e-12 absorbs round-off).
+* **salient_units** – over the same pixels, mean number of units with ``p_j > 1/d``
+  (a relative margin of 1e-12 absorbs round-off). The reproduction study called
+  this "active units"; it is a share of saliency, not the latent-variance count
+  of active units (Burda et al., 2016) in :mod:`lfx_engine.metrics.vae_quality`.
 
 Off-diagonal means skip NaN pairs (a unit whose map is constant has no
 correlation); with ``d = 1`` they are NaN. ``S`` is expected non-negative.
@@ -33,7 +35,7 @@ from ..errors import ParameterError
 
 __all__ = ["METRICS", "DisentanglementAccumulator", "disentanglement_metrics", "off_diagonal_mean"]
 
-METRICS = ("pearson", "spearman", "cosine", "entropy", "active_units")
+METRICS = ("pearson", "spearman", "cosine", "entropy", "salient_units")
 
 #: Relative margin on the active-unit threshold 1/d, so round-off in ``S_j / Σ S``
 #: cannot make exactly equal shares count as active.
@@ -182,7 +184,7 @@ class DisentanglementAccumulator:
             return (self._cos_sum / self._cos_cnt).numpy()
 
     def compute(self) -> dict[str, float]:
-        """``{pearson, spearman, cosine, entropy, active_units}`` as plain floats."""
+        """``{pearson, spearman, cosine, entropy, salient_units}`` as plain floats."""
         self._require()
         ent = self._ent_sum / self._ent_cnt if self._ent_cnt else float("nan")
         act = self._act_sum / self._ent_cnt if self._ent_cnt else float("nan")
@@ -191,7 +193,7 @@ class DisentanglementAccumulator:
             "spearman": off_diagonal_mean(self.spearman_matrix()),
             "cosine": off_diagonal_mean(self.cosine_matrix()),
             "entropy": float(ent),
-            "active_units": float(act),
+            "salient_units": float(act),
         }
 
     def _require(self) -> None:

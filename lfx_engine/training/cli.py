@@ -6,6 +6,8 @@
   records them in the manifest.
 * ``zoo list [--dataset D] [--out DIR]`` prints every entry, marking the untrained ones;
   ``zoo show NAME`` prints one manifest record; ``zoo verify`` re-checks every file's sha256.
+* ``zoo import-study PATH [--out DIR] [--commit SHA]`` converts the reproduction study's models
+  (:mod:`lfx_engine.study`).
 
 User errors raise ``LFXError`` subclasses, which ``lfx_engine.cli.main`` turns
 into ``error: ...`` and exit code 2.
@@ -52,6 +54,8 @@ def add_parser(subparsers: Any) -> None:
                        help="save a TracIn checkpoint after every N epochs (default 10, as in the study)")
     train.add_argument("--skip-existing", action="store_true", help="skip entries already in the manifest")
     train.add_argument("--beta", type=float, help="override beta (VAE entries; saved under a new name)")
+    train.add_argument("--batch-size", type=int,
+                       help="override the recipe's batch size (recorded in the manifest; the name is kept)")
     train.add_argument("--latent-dim", type=int, help="override the latent size (saved under a new name)")
     train.add_argument("--save-as", help="name for an overridden recipe (default: derived from the overrides)")
     train.set_defaults(func=run_train)
@@ -69,6 +73,17 @@ def add_parser(subparsers: Any) -> None:
     zoo_verify = zoo_sub.add_parser("verify", help="re-check the sha256 of every trained checkpoint")
     zoo_verify.add_argument("--out", help="checkpoint folder")
     zoo_verify.set_defaults(func=run_zoo_verify)
+    study = zoo_sub.add_parser(
+        "import-study", help="convert the reproduction study's trained models (a local clone of its repository)",
+        description="Load every model file of a local clone of https://github.com/jwagenbach/FACT (weights only), "
+                    "map its keys onto our architectures and write safetensors plus a manifest to the study folder "
+                    "(LFX_STUDY_DIR; a user folder, never the repository). Missing, foreign or corrupt files are "
+                    "reported and skipped. The models then appear as study_* beside the zoo; "
+                    "`reproduce ... --models study` explains them.")
+    study.add_argument("path", help="the clone's root folder (holding results/ and TrainedModels/)")
+    study.add_argument("--out", help="study folder (default: LFX_STUDY_DIR or the user's data folder)")
+    study.add_argument("--commit", help="the clone's commit, when the folder is not a git clone (recorded)")
+    study.set_defaults(func=run_zoo_import_study)
 
 
 # --------------------------------------------------------------------------- train
@@ -78,6 +93,10 @@ SAVE_AS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]{0,99}$")
 
 
 def _apply_overrides(entries: list[ZooEntry], args: argparse.Namespace) -> list[ZooEntry]:
+    if args.batch_size is not None:
+        if not 1 <= args.batch_size <= 65536:
+            raise ParameterError(f"--batch-size must be an integer in 1..65536, got {args.batch_size}")
+        entries = [dataclasses.replace(e, batch_size=args.batch_size) for e in entries]
     if args.beta is None and args.latent_dim is None:
         if args.save_as:
             raise ParameterError("--save-as only applies together with --beta or --latent-dim")
@@ -113,7 +132,8 @@ def _apply_overrides(entries: list[ZooEntry], args: argparse.Namespace) -> list[
 def _command_line(entry: ZooEntry, args: argparse.Namespace) -> str:
     parts = ["python -m lfx_engine train", entry.name]
     for flag, value in (("--epochs", args.epochs), ("--max-train", args.max_train), ("--device", args.device),
-                        ("--beta", args.beta), ("--latent-dim", args.latent_dim)):
+                        ("--beta", args.beta), ("--latent-dim", args.latent_dim),
+                        ("--batch-size", args.batch_size)):
         if value is not None:
             parts.append(f"{flag} {value}")
     if args.storage_dtype != "float32":
@@ -241,6 +261,24 @@ def run_zoo_list(args: argparse.Namespace) -> int:
     print(f"{n_trained} of {len(rows)} entries trained (manifest: {manifest_path(args.out)})")
     for name, problem in valid_records(manifest_path(args.out).parent)[1]:
         print(f"skipped {name}: {problem}")
+    return 0
+
+
+def run_zoo_import_study(args: argparse.Namespace) -> int:
+    """Import the study's models; exit 0 when at least one imported, 2 when none could be."""
+    from lfx_engine.study import import_study
+
+    if args.commit is not None and not re.fullmatch(r"[0-9a-fA-F]{7,40}", args.commit):
+        raise ParameterError("--commit must be a git commit hash (7 to 40 hex digits)")
+    report = import_study(args.path, args.out, commit=args.commit)
+    print(report.summary())
+    if report.missing:
+        print(f"missing ({len(report.missing)}), e.g. {', '.join(report.missing[:3])}: a partial copy of the "
+              f"repository; the other files imported", file=sys.stderr)
+    for path, why in report.refused:
+        print(f"skipped {path}: {why}", file=sys.stderr)
+    if not report.imported:
+        raise CheckpointError(f"no model could be imported from {args.path}")
     return 0
 
 

@@ -218,13 +218,19 @@ def _manifest_lock(path: Path) -> Iterator[None]:
 
 def update_manifest(entry: dict[str, Any], root: Optional[PathLike] = None) -> Path:
     """Insert or replace ``entry`` (keyed by ``entry["name"]``) in the manifest, atomically."""
-    if not entry.get("name"):
+    return update_manifest_entries([entry], root)
+
+
+def update_manifest_entries(entries: list[dict[str, Any]], root: Optional[PathLike] = None) -> Path:
+    """Insert or replace several entries in one atomic rewrite of the manifest (under its lock)."""
+    if any(not entry.get("name") for entry in entries):
         raise ParameterError("a manifest entry needs a name")
     path = manifest_path(root)
     with _manifest_lock(path):
         manifest = read_manifest(path.parent)
         manifest["format"] = MANIFEST_FORMAT
-        manifest["entries"][entry["name"]] = entry
+        for entry in entries:
+            manifest["entries"][entry["name"]] = entry
         manifest["entries"] = dict(sorted(manifest["entries"].items()))
         atomic_write_text(path, json.dumps(manifest, indent=1, sort_keys=False) + "\n")
     return path
