@@ -147,6 +147,17 @@ if result is not None:
     st.altair_chart(chart, width="content")
     charts.downloads(f"disvae_{dataset}_metrics_n{int(metrics['n_test'].iloc[0])}", csv=long, chart=chart,
                      key="dis_metrics")
+    if "verdict" in metrics:
+        unfit = metrics[metrics["verdict"] != "ok"]
+        if len(unfit):
+            st.warning(f"{len(unfit)} of {len(metrics)} VAE(s) fail the quality floors (at least 2 latent units "
+                       "with Var μ_j > 0.01 over inputs, reconstruction below 0.9× the mean image's): "
+                       + ", ".join(f"{n} {v}" for v, n in unfit["verdict"].value_counts().items())
+                       + ". Their maps are noise, so the summary and the comparison with the study leave them out; "
+                       "the plot still shows them.", icon=":material/warning:")
+        with st.expander("Model quality (active units, reconstruction, verdict)"):
+            st.dataframe(metrics[["model", "verdict", "active_units", "rec_ratio", "kl"]], hide_index=True,
+                         width="stretch")
     pearson = result["comparison"][result["comparison"]["metric"] == "pearson"]
     if len(pearson):
         cols = st.columns(min(6, len(pearson)))

@@ -125,7 +125,9 @@ def test_disentanglement_page_every_vae(name: str) -> None:
         ok(click(at, "dis_compute"))
     chart = specs(at)[0]
     assert "diamond" in chart and "salient units" in chart and "β-TC-VAE" in chart
-    assert any(label.startswith("Pearson, β-") for label in metrics(at))
+    # the tiny zoo's VAEs are barely trained: flagged, and kept out of the comparison with the study
+    assert any("fail the quality floors" in w.value for w in at.warning)
+    assert not any(label.startswith("Pearson, β-") for label in metrics(at))
     assert "PNG" in downloads(at)
 
 

@@ -215,8 +215,16 @@ def test_pretext_correlations_and_latex(tiny_zoo):
 
 
 def test_disvae_metrics(tiny_zoo):
+    # the tiny zoo's VAEs are barely trained: flagged by the quality floors and left out of the summary
     assert main(["reproduce", "disvae", "--data", "mnist", "--n-test", "12"]) == 0
     folder = _folder(tiny_zoo, "disvae", "mnist")
+    metrics = pd.read_csv(folder / "metrics.csv")
+    assert len(metrics) == 6 and (metrics["verdict"] != "ok").all()
+    assert {"active_units", "rec_ratio", "kl"} <= set(metrics.columns)
+    assert pd.read_csv(folder / "comparison.csv").empty
+    assert any("fail the quality floors" in n for n in _run_json(folder)["notes"])
+    assert _run_json(folder)["summary"]["quality"]["models_in_summary"] == 0
+    assert main(["reproduce", "disvae", "--data", "mnist", "--n-test", "12", "--include-unfit"]) == 0
     metrics = pd.read_csv(folder / "metrics.csv")
     assert len(metrics) == 6 and set(metrics["loss"]) == {"betavae", "btcvae"}
     for col in ("pearson", "spearman", "cosine"):

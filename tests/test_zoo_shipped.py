@@ -71,3 +71,27 @@ def test_loads_and_encodes_real_samples(name, shared_data):
         z = model.encoder(x)
     assert z.shape == (8, record["latent_dim"])
     assert torch.isfinite(z).all()
+
+
+# --------------------------------------------------------------------------- VAE quality floors
+VAES = [n for n in SHIPPED if MANIFEST[n]["task"] in ("betavae", "btcvae")]
+
+
+@pytest.mark.parametrize("name", VAES)
+def test_vae_quality_record_is_true(name, shared_data):
+    """Every shipped VAE carries its measured quality, and the record matches a fresh measurement."""
+    from lfx_engine.training.quality import measure_quality
+
+    recorded = MANIFEST[name].get("quality")
+    assert recorded, f"{name}: no quality record; run `lfx zoo quality --write`"
+    fresh = measure_quality(MANIFEST[name], SHIPPED_DIR, n_test=recorded["n_test"])
+    assert fresh["verdict"] == recorded["verdict"]
+    assert fresh["active_units"] == recorded["active_units"]
+    assert fresh["rec_ratio"] == pytest.approx(recorded["rec_ratio"], abs=2e-3)
+    if recorded["verdict"] == "ok":
+        assert recorded["active_units"] >= 2 and recorded["rec_ratio"] < 0.9
+
+
+def test_no_shipped_model_is_dead():
+    dead = [n for n in VAES if MANIFEST[n]["quality"]["verdict"] == "dead"]
+    assert not dead, f"dead VAEs (no active unit, KL ≈ 0) must not ship: {dead}"

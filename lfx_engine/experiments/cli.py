@@ -129,7 +129,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
                "device": _device(args.device), "leaky_relu": True if args.leaky_relu else None,
                "use_cache": False if args.no_cache else None,
                "if_hessian": args.if_hessian, "full_output": args.full_output, "max_memory_mb": args.max_memory_mb,
-               "model_source": args.models}
+               "model_source": args.models, "include_unfit": True if args.include_unfit else None}
     command = command_line(args)
     if args.experiment == "all":
         pairs = [(e, d) for e in EXPERIMENTS for d in EXPERIMENT_DATASETS[e] if args.data in (None, "all", d)]
@@ -182,7 +182,7 @@ def command_line(args: argparse.Namespace) -> str:
         if value is not None:
             parts.append(f"{flag} {value}")
     parts += [flag for flag, on in (("--quick", args.quick), ("--leaky-relu", args.leaky_relu),
-                                    ("--no-cache", args.no_cache)) if on]
+                                    ("--no-cache", args.no_cache), ("--include-unfit", args.include_unfit)) if on]
     return " ".join(parts)
 
 
@@ -222,6 +222,9 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--models", choices=("zoo", "study"),
                         help="whose models to explain: zoo (ours, default) or study (the reproduction study's, "
                              "imported with `lfx zoo import-study`); study results go to <dataset>-study/")
+    parser.add_argument("--include-unfit", action="store_true",
+                        help="disvae: keep VAEs that fail the quality floors (collapsed, dead, undertrained) in the "
+                             "summary, flagged; by default they are listed but left out")
     parser.add_argument("--no-cache", action="store_true", help="recompute instead of reading the disk cache")
     parser.set_defaults(func=run_reproduce)
 

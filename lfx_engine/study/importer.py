@@ -105,12 +105,16 @@ def _read(root: Path, spec: StudyFile) -> tuple[bytes | None, str]:
 
 
 def _load_weights_only(data: bytes) -> Any:
+    """``torch.load(weights_only=True)`` of the bytes; CheckpointError saying what the file is when it fails."""
+    if not data.startswith((b"PK\x03\x04", b"\x80")):
+        raise CheckpointError("not a PyTorch file (neither a zip archive nor a pickle)")
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign or truncated files
-        kind = "not a weights-only PyTorch file" if "weights_only" in str(exc) or "Unpickl" in str(exc) else \
-            "corrupt or not a PyTorch file"
-        raise CheckpointError(f"{kind} ({type(exc).__name__})") from None
+        if "weights only load failed" in str(exc).lower():
+            raise CheckpointError("holds Python objects that a weights-only load refuses (it was not loaded)") \
+                from None
+        raise CheckpointError(f"corrupt or truncated PyTorch file ({type(exc).__name__})") from None
 
 
 def _record(spec: StudyFile, kwargs: dict[str, Any], file: str, sha: str, size: int, origin: str,

@@ -73,6 +73,16 @@ def add_parser(subparsers: Any) -> None:
     zoo_verify = zoo_sub.add_parser("verify", help="re-check the sha256 of every trained checkpoint")
     zoo_verify.add_argument("--out", help="checkpoint folder")
     zoo_verify.set_defaults(func=run_zoo_verify)
+    quality = zoo_sub.add_parser(
+        "quality", help="check every trained VAE against the quality floors (active units, reconstruction)",
+        description="Measure each trained VAE on the first N test images: active units (Var_x mu_j > 0.01), "
+                    "reconstruction against the training mean image and KL, with a verdict (ok, undertrained, "
+                    "collapsed, dead). --write records the result in the manifest as 'quality'.")
+    quality.add_argument("--dataset", help="only this dataset")
+    quality.add_argument("--out", help="checkpoint folder (default: LFX_CHECKPOINT_DIR or <repo>/checkpoints)")
+    quality.add_argument("--n-test", type=int, default=1000, help="test images to measure on (default 1000)")
+    quality.add_argument("--write", action="store_true", help="record the measurement in the manifest")
+    quality.set_defaults(func=run_zoo_quality)
     study = zoo_sub.add_parser(
         "import-study", help="convert the reproduction study's trained models (a local clone of its repository)",
         description="Load every model file of a local clone of https://github.com/jwagenbach/FACT (weights only), "
@@ -261,6 +271,24 @@ def run_zoo_list(args: argparse.Namespace) -> int:
     print(f"{n_trained} of {len(rows)} entries trained (manifest: {manifest_path(args.out)})")
     for name, problem in valid_records(manifest_path(args.out).parent)[1]:
         print(f"skipped {name}: {problem}")
+    return 0
+
+
+def run_zoo_quality(args: argparse.Namespace) -> int:
+    """Measure (and optionally record) the quality floors of every trained VAE; exit 0 even when some fail."""
+    from lfx_engine.training.quality import measure_zoo_quality
+
+    if args.n_test < 2:
+        raise ParameterError(f"--n-test must be at least 2, got {args.n_test}")
+    if args.dataset is not None and args.dataset not in DATASETS:
+        raise ParameterError(f"unknown dataset {args.dataset!r}; choose one of {DATASETS}")
+    rows = measure_zoo_quality(args.out, dataset=args.dataset, n_test=args.n_test, write=args.write)
+    for name, q in rows:
+        print(f"{name:<32} {q['verdict']:<12} active {q['active_units']}/{q['latent_dim']}  "
+              f"rec/mean-image {q['rec_ratio']:.3f}  KL {q['kl']:.3f}")
+    failing = sum(q["verdict"] != "ok" for _, q in rows)
+    print(f"{len(rows)} VAE(s) measured, {failing} below the floors" + ("; recorded in the manifest" if args.write
+                                                                        else ""))
     return 0
 
 
