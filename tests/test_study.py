@@ -206,3 +206,22 @@ def test_reproduce_rejects_an_unknown_model_source(shared_data):
 
     with pytest.raises(ParameterError, match="models must be one of"):
         run_disvae("mnist", model_source="theirs")
+
+
+def test_trend_tests_claim_a_trend_only_when_significant():
+    import numpy as np
+    import pandas as pd
+
+    from lfx_engine.experiments.disvae import trend_tests
+
+    beta = np.repeat([1.0, 5.0, 10.0], 5)
+    rng = np.random.default_rng(0)
+    long = pd.concat([
+        pd.DataFrame({"loss": "betavae", "metric": "entropy", "beta": beta, "value": -beta + rng.normal(0, .1, 15)}),
+        pd.DataFrame({"loss": "betavae", "metric": "pearson", "beta": beta, "value": rng.normal(0, 1, 15)}),
+        pd.DataFrame({"loss": "btcvae", "metric": "pearson", "beta": [1.0, 5.0], "value": [0.1, 0.2]}),
+    ])
+    out = trend_tests(long).set_index(["loss", "metric"])
+    assert out.loc[("betavae", "entropy"), "verdict"] == "falling" and out.loc[("betavae", "entropy"), "p"] < 0.01
+    assert out.loc[("betavae", "pearson"), "verdict"] == "not resolved"
+    assert out.loc[("btcvae", "pearson"), "verdict"].startswith("not resolved (too few")

@@ -244,10 +244,12 @@ def run_disvae(
     long = used.melt(id_vars=["model", "loss", "loss_title", "beta", "run"], value_vars=list(METRICS),
                         var_name="metric", value_name="value")
     summary = (long.groupby(["loss", "beta", "metric"], sort=True)["value"]
-               .agg(mean="mean", std=lambda v: v.std(ddof=1) if len(v) > 1 else np.nan, n_runs="count")
+               .agg(mean="mean", std=lambda v: v.std(ddof=1) if len(v) > 2 else np.nan, low="min", high="max",
+                    n_runs="count")
                .reset_index())
     comparison = _comparison(summary, dataset)
-    result.tables = {"metrics": metrics, "summary": summary, "comparison": comparison}
+    trends = trend_tests(long)
+    result.tables = {"metrics": metrics, "summary": summary, "comparison": comparison, "trends": trends}
     result.figures = {"boxplots": _boxplots(long, spec.title), **result.figures}
     result.n_runs = int(metrics.groupby(["loss", "beta"])["run"].nunique().max())
     pearson = summary[summary["metric"] == "pearson"]
@@ -256,6 +258,8 @@ def run_disvae(
         "quality": {"verdicts": metrics["verdict"].value_counts().to_dict(), "included_unfit": include_unfit,
                     "models_in_summary": int(len(used))},
         "pearson_by_loss_beta": {f"{r.loss}_b{r.beta:g}": [r.mean, r.std] for r in pearson.itertuples()},
+        "trend_tests": {f"{r.loss}/{r.metric}": {"spearman_rho": r.rho, "p": r.p, "n_models": r.n_models,
+                                                 "verdict": r.verdict} for r in trends.itertuples()},
         "pearson_trend": {loss: _trend(g) for loss, g in pearson.groupby("loss")},
         "entropy_trend": {loss: _trend(g) for loss, g in summary[summary["metric"] == "entropy"].groupby("loss")},
         "salient_units_trend": {loss: _trend(g) for loss, g in
@@ -275,6 +279,33 @@ def run_disvae(
         result.notes.append(f"at most {result.n_runs} run(s) per (loss, β) (METHOD: 5)")
     result.wall_time_s = time.perf_counter() - start
     return result
+
+
+#: Significance level of the trend tests.
+TREND_ALPHA = 0.05
+
+
+def trend_tests(long: pd.DataFrame) -> pd.DataFrame:
+    """Spearman rank correlation of each metric with β over the individual models, per loss.
+
+    A trend is claimed only when p < :data:`TREND_ALPHA` (two-sided); otherwise
+    the verdict is ``not resolved`` (no trend shown at this confidence).
+    """
+    from scipy import stats
+
+    rows = []
+    for (loss, metric), g in long.groupby(["loss", "metric"], sort=True):
+        g = g.dropna(subset=["value"])
+        if g["beta"].nunique() < 2 or len(g) < 3:
+            rows.append({"loss": loss, "metric": metric, "rho": np.nan, "p": np.nan, "n_models": len(g),
+                         "verdict": "not resolved (too few models)"})
+            continue
+        with np.errstate(invalid="ignore"):
+            test = stats.spearmanr(g["beta"], g["value"])
+        rho, p = float(test.statistic), float(test.pvalue)
+        verdict = ("rising" if rho > 0 else "falling") if np.isfinite(p) and p < TREND_ALPHA else "not resolved"
+        rows.append({"loss": loss, "metric": metric, "rho": rho, "p": p, "n_models": len(g), "verdict": verdict})
+    return pd.DataFrame(rows, columns=["loss", "metric", "rho", "p", "n_models", "verdict"])
 
 
 def _trend(group: pd.DataFrame) -> str:
