@@ -28,6 +28,13 @@ SplitData = tuple[torch.Tensor, torch.Tensor]
 VIEWS = ("saliency", "masking", "examples", "tracin", "influence", "disentanglement", "lucent")
 #: Sources whose models use the engine's own architectures: our zoo, and the study's imported models.
 BUILTIN_SOURCES = ("zoo", "study")
+#: Names of the study's imported models start with this (``study_mnist_betavae_b1_run1``).
+STUDY_PREFIX = "study_"
+
+
+def source_prefix(source: str) -> str:
+    """The name prefix of a built-in source's models: ``study_`` for the study's, nothing for our zoo."""
+    return STUDY_PREFIX if source == "study" else ""
 #: Feature methods that need no gradient (they still work on a model that cannot be differentiated).
 GRADIENT_FREE_FEATURE_METHODS = ("occlusion",)
 
@@ -392,6 +399,7 @@ class Catalogue:
         from lfx_engine.training.zoo import ZOO, load_entry, tracin_checkpoint_paths
 
         recipe = ZOO.get(name)
+        splits = _default_splits(rec)
         root = Path(rec.get("root") or self.root)
         source = str(rec.get("source") or "zoo")
         task = str(rec.get("task", ""))
@@ -420,8 +428,8 @@ class Catalogue:
             name=name, dataset=str(rec.get("dataset")), source=source, experiment=str(rec.get("experiment", "")),
             task=task, latent_dim=int(rec.get("latent_dim", 0) or 0), sha256=str(rec.get("sha256")), record=rec,
             beta=rec.get("beta"), run=int(rec.get("run", 1) or 1), unsupported=unsupported,
-            train_split=recipe.split if recipe else _default_splits(rec)[0],
-            test_split=(recipe.test_split or "test") if recipe else _default_splits(rec)[1],
+            train_split=recipe.split if recipe else splits[0],
+            test_split=(recipe.test_split or "test") if recipe else splits[1],
             resize32=bool(recipe.resize32) if recipe else rec.get("arch") == "vae_mnist32",
             loader=lambda device: load_entry(name, root, device=device),
             tracin_loader=tracin_loader,

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from lfx_engine.catalogue import BUILTIN_SOURCES
+from lfx_engine.catalogue import BUILTIN_SOURCES, source_prefix
 from lfx_engine.data import get_spec
 from lfx_ui import charts, images, router, state, study
 from lfx_ui import study_charts as sc
@@ -42,7 +42,7 @@ name, dataset = choice.name, choice.dataset
 # the zoo's (or the study's) β × loss grid; a user's VAEs are shown on their own
 zoo = choice.source in BUILTIN_SOURCES
 vaes = explorer.vae_models(dataset, choice.source) if zoo else explorer.user_vaes(dataset)
-prefix = "study_" if choice.source == "study" else ""
+prefix = source_prefix(choice.source)
 runs = sorted({m.run for m in vaes})
 run = st.sidebar.selectbox("Run (unit-map grid)", runs, index=runs.index(choice.run), key="dis_run",
                            help="The grid shows every VAE of this run; the selected VAE is drawn in bold.") \
@@ -147,14 +147,9 @@ if result is not None:
     st.altair_chart(chart, width="content")
     charts.downloads(f"disvae_{dataset}_metrics_n{int(metrics['n_test'].iloc[0])}", csv=long, chart=chart,
                      key="dis_metrics")
+    for warning in result["warnings"]:
+        st.warning(f"{warning}. The plot still shows every model.", icon=":material/warning:")
     if "verdict" in metrics:
-        unfit = metrics[metrics["verdict"] != "ok"]
-        if len(unfit):
-            st.warning(f"{len(unfit)} of {len(metrics)} VAE(s) fail the quality floors (at least 2 latent units "
-                       "with Var μ_j > 0.01 over inputs, reconstruction below 0.9× the mean image's): "
-                       + ", ".join(f"{n} {v}" for v, n in unfit["verdict"].value_counts().items())
-                       + ". Their maps are noise, so the summary and the comparison with the study leave them out; "
-                       "the plot still shows them.", icon=":material/warning:")
         with st.expander("Model quality (active units, reconstruction, verdict)"):
             st.dataframe(metrics[["model", "verdict", "active_units", "rec_ratio", "kl"]], hide_index=True,
                          width="stretch")

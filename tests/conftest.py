@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,6 @@ ORIGINAL_DATA_DIR = os.environ.get("LFX_DATA_DIR")
 
 # The study's imported models live in a user folder: tests start from an empty one (suites that test the
 # importer write their own), so a developer's imports never change what the tests see.
-import tempfile  # noqa: E402
-
 os.environ["LFX_STUDY_DIR"] = tempfile.mkdtemp(prefix="lfx-study-test-")
 SHARED_FACT = (REPO_ROOT.parent / "shared" / "fact").resolve()
 

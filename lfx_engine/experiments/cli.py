@@ -104,6 +104,8 @@ def reproduce(experiment: str, dataset: str, *, results: str | None = None, comm
     path = write_result(result, results, command, started)
     runs = f", {result.n_runs} run(s)" if result.n_runs is not None else ""
     print(f"{experiment} on {dataset}: done in {result.wall_time_s:.1f}s{runs}; wrote {path}")
+    for warning in result.warnings:
+        print(f"  warning: {warning}")
     for note in result.notes:
         print(f"  note: {note}")
     return "ok"

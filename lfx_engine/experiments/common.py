@@ -98,6 +98,9 @@ class ExperimentResult:
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: remarks that change how the result may be read (models left out, no verdict possible); run.json
+    #: lists them first among the notes, the app shows them as warnings
+    warnings: list[str] = field(default_factory=list)
     n_runs: int | None = None
     #: whose models were explained: ``zoo`` (ours) or ``study`` (the reproduction study's, imported)
     model_source: str = "zoo"
@@ -211,12 +214,11 @@ class ModelHub:
         return out
 
 
-MODEL_SOURCES = ("zoo", "study")
-
-
 def check_model_source(source: Any, allow_all: bool = False) -> str:
     """``source`` if it names a model source (``zoo``, ``study``; ``all`` where allowed), else ParameterError."""
-    allowed = MODEL_SOURCES + (("all",) if allow_all else ())
+    from lfx_engine.catalogue import BUILTIN_SOURCES
+
+    allowed = BUILTIN_SOURCES + (("all",) if allow_all else ())
     if source not in allowed:
         raise ParameterError(f"models must be one of {', '.join(allowed)}, got {source!r}")
     return str(source)
@@ -488,7 +490,8 @@ def write_result(result: ExperimentResult, results: str | os.PathLike | None = N
             "checkpoints": result.checkpoints,
             "data_sha256": _safe_fingerprint(result.dataset),
             "summary": result.summary,
-            "notes": result.notes,
+            "notes": [*result.warnings, *result.notes],
+            "warnings": result.warnings,
             "cache": dict(result.cache_stats),
             "files": sorted(written + ["run.json"]),
             **_environment(result.params.get("device")),

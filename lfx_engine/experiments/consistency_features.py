@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lfx_engine.catalogue import STUDY_PREFIX
 from lfx_engine.data import baseline, get_spec, load_split
 from lfx_engine.errors import ParameterError
 from lfx_engine.experiments.common import (
@@ -50,7 +51,7 @@ def model_name(dataset: str, model_source: str = "zoo", experiment: str = EXPERI
     """The model explained on ``dataset``: our one consistency model, or the study's model for ``experiment``."""
     if model_source == "study":
         part = "features" if experiment == EXPERIMENT else "examples"
-        return f"study_{dataset}_{'lstm_ae' if dataset == 'ecg5000' else 'dae'}_consistency_{part}"
+        return f"{STUDY_PREFIX}{dataset}_{'lstm_ae' if dataset == 'ecg5000' else 'dae'}_consistency_{part}"
     return "ecg5000_lstm_ae" if dataset == "ecg5000" else f"{dataset}_dae_consistency"
 
 

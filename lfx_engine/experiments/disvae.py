@@ -10,9 +10,10 @@ dSprites). Reference values of the reproduction study (§8) are listed next to o
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import altair as alt
 import numpy as np
@@ -40,7 +41,7 @@ from lfx_engine.experiments.common import (
 )
 from lfx_engine.feature_importance import unit_attribution
 from lfx_engine.metrics import METRICS, DisentanglementAccumulator
-from lfx_engine.metrics.vae_quality import vae_quality
+from lfx_engine.training.quality import MEAN_IMAGE_N, measure, train_mean_image
 
 #: Verdicts of :func:`lfx_engine.metrics.vae_quality.vae_quality`, stored as codes in the cache.
 VERDICTS = ("ok", "undertrained", "collapsed", "dead")
@@ -133,23 +134,21 @@ def unit_metrics(result: ExperimentResult | None, hub: ModelHub, name: str, data
     return cached_arrays(result, "exp_disvae_metrics", parts, compute, use_cache)
 
 
-def train_mean_image(dataset: str, n: int = 10_000) -> torch.Tensor:
-    """Mean of the first ``n`` training images as the VAEs see them: the trivial predictor of the quality floor."""
-    x = take_first(load_split(dataset, "train").x, n).float()
-    return (resize_to_32(x) if dataset == "mnist" else x).mean(0)
-
-
 def model_quality(result: ExperimentResult | None, hub: ModelHub, name: str, dataset: str, x: torch.Tensor,
-                  mean_image: torch.Tensor, *, device: torch.device, use_cache: bool = True) -> dict[str, Any]:
-    """Active units, reconstruction ratio, KL and verdict of one VAE on ``x``; disk-cached."""
+                  mean_image: Callable[[], torch.Tensor], *, device: torch.device,
+                  use_cache: bool = True) -> dict[str, Any]:
+    """Active units, reconstruction ratio, KL and verdict of one VAE on ``x``; disk-cached.
+
+    ``mean_image`` is called only on a cache miss (it reads the training split).
+    """
     parts = {"experiment": EXPERIMENT, "what": "quality", "model": name, "sha256": hub.record(name)["sha256"],
-             "data": data_fingerprint(dataset), "n": int(len(x)), "mean_image_n": 10_000}
+             "data": data_fingerprint(dataset), "n": int(len(x)), "mean_image_n": MEAN_IMAGE_N}
 
     def compute() -> dict[str, np.ndarray]:
-        q = vae_quality(hub.load(name), x, mean_image=mean_image, device=device)
-        return {"active_units": np.array(q.active_units), "rec_ratio": np.array(q.rec_ratio),
-                "kl": np.array(q.kl), "unit_variance": np.array(q.unit_variance),
-                "verdict": np.array(VERDICTS.index(q.verdict()))}
+        q = measure(hub.load(name), x, mean_image(), device)
+        return {"active_units": np.array(q["active_units"]), "rec_ratio": np.array(q["rec_ratio"]),
+                "kl": np.array(q["kl"]), "unit_variance": np.array(q["unit_variance"]),
+                "verdict": np.array(VERDICTS.index(q["verdict"]))}
 
     arrays = cached_arrays(result, "exp_disvae_quality", parts, compute, use_cache)
     return {"active_units": int(arrays["active_units"]), "rec_ratio": float(arrays["rec_ratio"]),
@@ -208,7 +207,7 @@ def run_disvae(
     x = test_inputs(dataset, n_test)
     report = Reporter(progress, log, total=len(records))
     rows = []
-    mean_image = train_mean_image(dataset)
+    mean_image = functools.cache(lambda: train_mean_image(dataset, resize32=dataset == "mnist"))
     for i, rec in enumerate(records):
         name = rec["name"]
         report.log(f"{EXPERIMENT}/{dataset}: {name} on {len(x)} images ({i + 1}/{len(records)})")
@@ -234,13 +233,13 @@ def run_disvae(
     used = metrics if include_unfit else metrics[metrics["verdict"] == "ok"]
     if len(unfit):
         counts = unfit["verdict"].value_counts().to_dict()
-        result.notes.append(
+        result.warnings.append(
             f"{len(unfit)} of {len(metrics)} VAE(s) fail the quality floors (≥ 2 units with Var μ_j > 0.01, "
             f"reconstruction < 0.9× the mean image's): " + ", ".join(f"{n} {v}" for v, n in counts.items())
             + ("; they are flagged and included in the summary (include_unfit)" if include_unfit
                else "; they are left out of the summary and the comparison"))
     if used.empty:
-        result.notes.append("no VAE passes the quality floors: no disentanglement verdict can be drawn")
+        result.warnings.append("no VAE passes the quality floors: no disentanglement verdict can be drawn")
     long = used.melt(id_vars=["model", "loss", "loss_title", "beta", "run"], value_vars=list(METRICS),
                         var_name="metric", value_name="value")
     summary = (long.groupby(["loss", "beta", "metric"], sort=True)["value"]

@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from lfx_engine.catalogue import source_prefix
 from lfx_engine.data import get_spec
 from lfx_engine.example_importance import encode
 from lfx_engine.experiments.common import (
@@ -137,7 +138,7 @@ def run_lucid(
     require_dataset(EXPERIMENT, dataset)
     check_positive_int("steps", steps)
     hub = models or ModelHub()
-    prefix = "study_" if check_model_source(model_source) == "study" else ""
+    prefix = source_prefix(check_model_source(model_source))
     names = {b: f"{prefix}{dataset}_{loss}_b{b:g}_run{run}" for b in betas}
     present = {b: n for b, n in names.items() if hub.has(n)}
     if not present and prefix:

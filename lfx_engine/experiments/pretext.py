@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lfx_engine.catalogue import source_prefix
 from lfx_engine.data import balanced_subset_indices, baseline, get_spec, load_split
 from lfx_engine.example_importance import dknn_scores, encode
 from lfx_engine.experiments.common import (
@@ -55,7 +56,7 @@ QUICK: dict[str, Any] = {"n_test": 500, "n_train": 500}
 
 def entry_name(dataset: str, task: str, run: int, model_source: str = "zoo") -> str:
     """Catalogue name of one pretext model (ours, or the study's imported one: runs 0–4)."""
-    return f"{'study_' if model_source == 'study' else ''}{dataset}_pretext_{task}_run{run}"
+    return f"{source_prefix(model_source)}{dataset}_pretext_{task}_run{run}"
 
 
 def complete_runs(hub: ModelHub, dataset: str, model_source: str = "zoo") -> tuple[list[int], list[int]]:

@@ -178,11 +178,12 @@ class StudyViews(FeatureViews):
             _close_figures(result.figures)
             return {**{k: v for t in ("metrics", "summary", "comparison")
                        for k, v in _frame_to_arrays(f"{t}__", result.tables[t]).items()},
-                    "notes": np.array(result.notes, dtype=str)}
+                    "notes": np.array(result.notes, dtype=str), "warnings": np.array(result.warnings, dtype=str)}
 
         arrays = cache.cached("study_disvae", key, compute)
         out: dict[str, Any] = {t: _arrays_to_frame(f"{t}__", arrays) for t in ("metrics", "summary", "comparison")}
         out["notes"] = [str(n) for n in arrays["notes"]]
+        out["warnings"] = [str(w) for w in arrays.get("warnings", ())]
         return out
 
     @staticmethod

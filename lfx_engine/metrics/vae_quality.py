@@ -51,11 +51,6 @@ class VAEQuality:
     problems: list[str] = field(default_factory=list)
 
     @property
-    def usable(self) -> bool:
-        """Whether the model passes every floor."""
-        return not self.problems
-
-    @property
     def dead(self) -> bool:
         return self.active_units == 0 and self.kl < DEAD_KL
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from lfx_engine.catalogue import STUDY_PREFIX
+
 #: The classifiers' first commit, whose files still ended in Linear + Softmax.
 FIRST_CLASSIFIER_COMMIT = "6dcbc1ca63e9b684fc39984b56687eefb61f1ce2"
 FIRST_CLASSIFIER_FOLDER = "TrainedModels-2023-01-19"
@@ -66,7 +68,7 @@ def expected_files() -> list[StudyFile]:
             task = "reconstruction" if dataset == "ecg5000" else "denoising"
             for part in ("features", "examples"):
                 tag = "lstm_ae" if dataset == "ecg5000" else "dae"
-                out.append(StudyFile(f"{folder}/consistency_{part}/model.pt", f"study_{dataset}_{tag}_consistency_{part}",
+                out.append(StudyFile(f"{folder}/consistency_{part}/model.pt", f"{STUDY_PREFIX}{dataset}_{tag}_consistency_{part}",
                                      ae, dataset, "consistency", task, 1, LATENT[dataset],
                                      _kwargs(ae, dataset, task, LATENT[dataset])))
         if clf:
@@ -74,18 +76,18 @@ def expected_files() -> list[StudyFile]:
                 arch = clf if task == "classification" else ae
                 for run in range(5):
                     out.append(StudyFile(f"{folder}/pretext/{prefix}_run{run}.pt",
-                                         f"study_{dataset}_pretext_{task}_run{run}", arch, dataset, "pretext", task,
+                                         f"{STUDY_PREFIX}{dataset}_pretext_{task}_run{run}", arch, dataset, "pretext", task,
                                          run, LATENT[dataset], _kwargs(arch, dataset, task, LATENT[dataset])))
         if vae:
             for prefix, loss in VAE_LOSSES.items():
                 for beta in (1, 5, 10):
                     for run in range(1, 6):
                         out.append(StudyFile(f"{folder}/vae/{prefix}_beta{beta}_run{run}.pt",
-                                             f"study_{dataset}_{loss}_b{beta}_run{run}", vae, dataset, "disvae", loss,
+                                             f"{STUDY_PREFIX}{dataset}_{loss}_b{beta}_run{run}", vae, dataset, "disvae", loss,
                                              run, vae_d, {"latent_dim": vae_d}, beta=float(beta)))
     for folder, variant, suffix in (("TrainedModels", "", ""), (FIRST_CLASSIFIER_FOLDER, "2023-01-19", "_20230119")):
         for run in range(5):
-            out.append(StudyFile(f"{folder}/MNIST/Classifier_run{run}.pt", f"study_mnist_evf_classifier{suffix}_run{run}",
+            out.append(StudyFile(f"{folder}/MNIST/Classifier_run{run}.pt", f"{STUDY_PREFIX}mnist_evf_classifier{suffix}_run{run}",
                                  "mnist_classifier", "mnist", "encoder_vs_full", "classification", run, 4,
                                  {"latent_dim": 4, "n_classes": 10}, variant=variant,
                                  json_path=f"{folder}/MNIST/Classifier_run{run}.json"))
