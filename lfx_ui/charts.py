@@ -26,6 +26,16 @@ _PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#
             "#bab0ac")
 
 
+#: Input controls in greys; a method on a random encoder keeps the method's colour with a dash.
+_CONTROL_COLOURS = {"random": "#6b7280", "random_informative": "#a3a3a3", "model_free": "#1f2937"}
+_RANDOM_INIT = "_random_init"
+
+
+def is_control(method: str) -> bool:
+    """Whether a curve is a reference control (drawn dashed) rather than an attribution method."""
+    return method in _CONTROL_COLOURS or method.endswith(_RANDOM_INIT)
+
+
 def method_color(methods) -> alt.Scale:
     """A colour scale over method titles: fixed colour per method, grey for the random control."""
     from lfx_engine.explorer import EXAMPLE_METHODS, FEATURE_METHODS
@@ -33,8 +43,12 @@ def method_color(methods) -> alt.Scale:
     domain, colours = [], []
     for m in dict.fromkeys(methods):
         domain.append(title(m))
-        if m == "random":
-            colours.append("#6b7280")
+        if m in _CONTROL_COLOURS:
+            colours.append(_CONTROL_COLOURS[m])
+        elif m.endswith(_RANDOM_INIT):  # a method's randomised twin: its own colour, dashed
+            base = m[:-len(_RANDOM_INIT)]
+            colours.append(_PALETTE[FEATURE_METHODS.index(base) % len(_PALETTE)] if base in FEATURE_METHODS
+                           else _PALETTE[-1])
         else:
             order = FEATURE_METHODS if m in FEATURE_METHODS else EXAMPLE_METHODS
             colours.append(_PALETTE[order.index(m) % len(_PALETTE)] if m in order else _PALETTE[-1])
@@ -167,7 +181,7 @@ def ecg_gallery(frame: pd.DataFrame, columns: int = 5, width: int = 130, height:
 
 # --------------------------------------------------------------------------- masking
 # the random control is dashed; its colour legend entry names it, so the dash needs no legend of its own
-_DASH_CONTROL = alt.StrokeDash("control:N", scale=alt.Scale(domain=["attribution", "random control"],
+_DASH_CONTROL = alt.StrokeDash("control:N", scale=alt.Scale(domain=["attribution", "control"],
                                                             range=[[1, 0], [6, 4]]), legend=None)
 
 
@@ -175,7 +189,7 @@ def masking_curves(summary: pd.DataFrame, heading: str, height: int = 380) -> al
     """Mean representation shift vs % masked per method (line) with its 95% CI (band); random dashed."""
     frame = summary.copy()
     frame["method_title"] = frame["method"].map(title)
-    frame["control"] = np.where(frame["method"] == "random", "random control", "attribution")
+    frame["control"] = np.where(frame["method"].map(is_control), "control", "attribution")
     scale = method_color(frame["method"])
     x = alt.X("percent:Q", title="% of features masked (most important first)")
     color = alt.Color("method_title:N", title="method (band: 95% CI)", scale=scale,
@@ -190,14 +204,14 @@ def masking_curves(summary: pd.DataFrame, heading: str, height: int = 380) -> al
                  alt.Tooltip("ci_high:Q", format=".4g"), "n:Q"],
     )
     return alt.layer(band, line).properties(height=height, title=alt.TitleParams(
-        heading, subtitle="line: mean over the subset · band: 95% confidence interval · dashed grey: random control"))
+        heading, subtitle="line: mean over the subset · band: 95% confidence interval · dashed: controls"))
 
 
 def sample_masking_curve(curve: pd.DataFrame, heading: str, height: int = 300) -> alt.Chart:
     """One sample's shift vs % masked per method."""
     frame = curve.copy()
     frame["method_title"] = frame["method"].map(title)
-    frame["control"] = np.where(frame["method"] == "random", "random control", "attribution")
+    frame["control"] = np.where(frame["method"].map(is_control), "control", "attribution")
     return alt.Chart(frame).mark_line(point=True).encode(
         x=alt.X("percent:Q", title="% of features masked"),
         y=alt.Y("mean:Q", title="shift ‖f(x) − f(x̃)‖²"),

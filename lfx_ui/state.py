@@ -15,12 +15,13 @@ from typing import Any, Sequence
 import streamlit as st
 
 from lfx_engine.explorer import EXAMPLE_METHODS, FEATURE_METHODS
+from lfx_engine.metrics.masking_controls import CONTROLS
 from lfx_ui import safe
 
-KNOWN_METHODS = frozenset((*FEATURE_METHODS, *EXAMPLE_METHODS, "random"))
+KNOWN_METHODS = frozenset((*FEATURE_METHODS, *EXAMPLE_METHODS, *CONTROLS))
 
-FIELDS = ("dataset", "model", "methods", "xmethods", "sample", "cls")
-_LIST_FIELDS = {"methods", "xmethods"}
+FIELDS = ("dataset", "model", "methods", "xmethods", "controls", "sample", "cls")
+_LIST_FIELDS = {"methods", "xmethods", "controls"}
 _INT_FIELDS = {"sample"}
 _LOADED_FLAG = "_lfx_url_loaded"
 _FROM_LINK = "_lfx_from_link"

@@ -1,7 +1,9 @@
 """Masking shift (paper §4.1, METHOD §7.1): masking the features an attribution method ranks most important
 should move the representation more than masking random ones.
 
-For each chosen method and the seeded random control, every test input of a
+For each chosen method and each chosen control (the seeded random ranking always; optionally random among
+the informative features, the model-free |x − x̄| ranking and the same method on a randomly re-initialised
+encoder), every test input of a
 subset (the first ``n`` of the test split) has its own top-M pixels/time steps
 set to the baseline; the chart shows the mean shift ‖f(x) − f(x̃)‖² with its 95%
 confidence band. The dataset-wide result is cached on disk by checkpoint and
@@ -20,6 +22,13 @@ from lfx_ui.engine import get_explorer, masked_views, pick_model, sample_masking
 from lfx_ui.widgets import sample_picker
 
 DEFAULT_METHODS = ("gradient_shap", "integrated_gradients", "saliency")
+#: Optional reference curves (the random control is always drawn).
+EXTRA_CONTROLS = ("random_informative", "model_free", "random_init")
+CONTROL_HELP = ("Reference curves a reviewer asks for. Random among informative features: a random order of the "
+                "features that differ from the baseline (masking a black pixel with black changes nothing). "
+                "|x − x̄|: the largest input values first, no model involved. Random encoder: the same method on "
+                "this architecture with freshly initialised weights (the model-randomisation check); if it "
+                "matches the trained encoder, the explanation reflects the input, not what the model learned.")
 
 router.ensure_routed()
 explorer = get_explorer()
@@ -44,6 +53,10 @@ left, right = st.columns([3, 2])
 methods = state.choose_many("methods", "Attribution methods (the random control is always added)",
                             explorer.feature_methods(name), widget_key="mask_methods", default=DEFAULT_METHODS,
                             format_func=charts.title, container=left)
+controls = state.choose_many("controls", "Reference controls (random is always drawn)", EXTRA_CONTROLS,
+                             widget_key="mask_controls", default=(), format_func=charts.title, container=left)
+left.caption(CONTROL_HELP)
+controls = ["random", *controls]
 default_n = min(size, 100 if series else 200)
 limit = min(size, 2000)
 if st.session_state.get("mask_n", 0) > limit:  # a larger test split was chosen before
@@ -63,17 +76,20 @@ if not methods:
 st.subheader(f"Representation shift over {n_samples} test inputs")
 summary = per_example = None
 with user_errors():
-    if explorer.masking_cached(name, methods, n_samples):
-        summary, per_example = explorer.masking_curves(name, methods, n_samples)
+    if explorer.masking_cached(name, methods, n_samples, controls):
+        summary, per_example = explorer.masking_curves(name, methods, n_samples, controls=controls)
     else:
-        with st.status(f"Computing masking curves: {n_samples} inputs × {len(methods)} method(s) + random "
+        twice = " × 2 (random encoder)" if "random_init" in controls else ""
+        with st.status(f"Computing masking curves: {n_samples} inputs × {len(methods)} method(s){twice} + "
+                       f"{len(controls) - ('random_init' in controls)} input control(s) "
                        "(first time only; cached on disk afterwards)…", expanded=True) as status:
             bar = st.progress(0.0, text="attributions")
 
             def update(done: int, total: int) -> None:
                 bar.progress(min(1.0, done / max(total, 1)), text=f"attributions and masking: {done}/{total}")
 
-            summary, per_example = explorer.masking_curves(name, methods, n_samples, progress=update)
+            summary, per_example = explorer.masking_curves(name, methods, n_samples, progress=update,
+                                                           controls=controls)
             status.update(label="Masking curves computed (cached for next time)", state="complete",
                           expanded=False)
 if summary is not None:
@@ -82,13 +98,24 @@ if summary is not None:
     charts.downloads(f"masking_{name}_n{n_samples}", csv=summary, chart=chart, key="mask_curves")
     table = summary.pivot_table(index="percent", columns="method", values="mean", sort=False)
     table.columns = [charts.title(c) for c in table.columns]
-    ref = summary[summary["percent"] == 20].set_index("method")["mean"]
-    if "random" in ref.index and float(ref["random"]) > 0:
-        cols = st.columns(min(4, len(ref) - 1) or 1)
-        for i, method in enumerate(m for m in ref.index if m != "random"):
-            cols[i % len(cols)].metric(f"{charts.title(method)} at 20% masked", f"{ref[method]:.3g}",
-                                       delta=f"×{ref[method] / ref['random']:.2f} vs random",
-                                       delta_color="normal" if ref[method] >= ref["random"] else "inverse")
+    areas = explorer.masking_areas(per_example, methods, controls)
+    st.markdown("**Area between curves** (shift integrated over the share masked; the method's area minus the "
+                "control's, with a paired 95% interval over the inputs)")
+    vs_random = areas[areas["control"] == "random"]
+    cols = st.columns(min(4, len(vs_random)) or 1)
+    for i, row in enumerate(vs_random.itertuples()):
+        cols[i % len(cols)].metric(f"{charts.title(row.method)} − random", f"{row.difference:.3g}",
+                                   delta=row.verdict, delta_color="normal" if row.verdict == "above" else
+                                   "inverse" if row.verdict == "below" else "off",
+                                   help=f"95% interval {row.ci_low:.3g} … {row.ci_high:.3g}; random's own area "
+                                        f"{row.control_area:.3g}")
+    if len(controls) > 1:
+        shown = areas.assign(method=areas["method"].map(charts.title),
+                             control=[("same method on a random encoder" if c == "random_init" else charts.title(c))
+                                      for c in areas["control"]])
+        st.dataframe(shown[["method", "control", "area", "control_area", "difference", "ci_low", "ci_high",
+                            "verdict"]], width="stretch", hide_index=True)
+    charts.downloads(f"masking_areas_{name}_n{n_samples}", csv=areas, key="mask_areas")
     with st.expander("Mean shift per masking level (table)"):
         st.dataframe(table, width="stretch")
         st.download_button("⬇ per-example shifts (CSV)", data=lambda: per_example.to_csv(index=False).encode(),

@@ -264,6 +264,31 @@ def test_masking_every_method(name: str) -> None:
     ok(at)
 
 
+def test_masking_reference_controls_from_a_link() -> None:
+    """Every control from a shared link: the curves, the area-between-curves table and the URL."""
+    query = {"dataset": "mnist", "model": "mnist_dae_consistency", "methods": "saliency,gradient_shap",
+             "controls": "random_informative,model_free,random_init", "sample": "1"}
+    at = ok(open_page("masking", query=query))
+    at.slider(key="mask_n").set_value(10).run()
+    ok(at)
+    assert at.multiselect(key="mask_controls").value == ["random_informative", "model_free", "random_init"]
+    spec = charts(at)[0].proto.spec
+    for label in ("Random among informative features", "model-free (control)", "Saliency on a random encoder",
+                  "GradientShap on a random encoder"):
+        assert label in spec
+    areas = at.dataframe[0].value
+    assert len(areas) == 2 * 4 and set(areas["verdict"]) <= {"above", "below", "not resolved"}
+    assert "same method on a random encoder" in set(areas["control"])
+    assert (areas["ci_low"] <= areas["ci_high"]).all()
+    assert [m.label for m in at.metric] == ["Saliency − random", "GradientShap − random"]
+    assert at.query_params["controls"] == "random_informative,model_free,random_init"
+    # dropping the controls goes back to the (cached) random-only view
+    at.multiselect(key="mask_controls").set_value([]).run()
+    ok(at)
+    assert "controls" not in at.query_params
+    assert "random encoder" not in charts(at)[0].proto.spec
+
+
 # ---------------------------------------------------------------------------- top examples
 
 

@@ -21,6 +21,7 @@ import torch
 
 from lfx_engine.cli import main
 from lfx_engine.data import clear_cache
+from lfx_engine.errors import ParameterError
 
 N_TRAIN, N_TEST = 200, 100
 
@@ -105,27 +106,47 @@ def test_consistency_features_mnist_and_rerun_leaves_one_copy(tiny_zoo, capsys):
     folder = _folder(tiny_zoo, "consistency_features", "mnist")
     shift = pd.read_csv(folder / "shift.csv")
     assert list(shift.columns) == ["dataset", "method", "percent", "M", "mean", "ci_low", "ci_high", "n", "P",
-                                   "method_title"]
-    assert set(shift["method"]) == {"gradient_shap", "integrated_gradients", "saliency", "random"}
+                                   "method_title", "kind"]
+    methods = {"gradient_shap", "integrated_gradients", "saliency"}
+    controls = {"random", "random_informative", "model_free"} | {m + "_random_init" for m in methods}
+    assert set(shift["method"]) == methods | controls
+    assert set(shift.loc[shift["kind"] == "control", "method"]) == controls
     assert sorted(shift["M"].unique()) == [0, 39, 78, 156, 392, 627, 784]
     assert (shift["mean"] >= 0).all() and (shift.loc[shift["percent"] == 0, "mean"] == 0).all()
     assert (shift["n"] == 24).all()
     per_ex = pd.read_csv(folder / "shift_per_example.csv")
-    assert len(per_ex) == 4 * 7 * 24 and (per_ex["shift"] >= 0).all()
+    assert len(per_ex) == 9 * 7 * 24 and (per_ex["shift"] >= 0).all()
     comparison = pd.read_csv(folder / "comparison.csv")
     assert len(comparison) == 3 * 5 and comparison["beats_random"].dtype == bool
     assert comparison["M"].max() < 784
+    areas = pd.read_csv(folder / "areas.csv")
+    assert len(areas) == 3 * 4 and set(areas["control"]) == {"random", "random_informative", "model_free",
+                                                             "random_init"}
+    assert set(areas["verdict"]) <= {"above", "below", "not resolved"}
+    assert ((areas["ci_low"] <= areas["difference"]) & (areas["difference"] <= areas["ci_high"])).all()
+    # the area between curves is the mean of the per-example areas (trapezoid over the share masked)
+    wide = per_ex.pivot_table(index=["method", "example"], columns="percent", values="shift")
+    share = np.array(sorted(per_ex["percent"].unique())) / 100
+    y = wide.to_numpy()
+    area = pd.Series((0.5 * (y[:, 1:] + y[:, :-1]) * np.diff(share)).sum(axis=1),
+                     index=wide.index).groupby("method").mean()
+    row = areas[(areas["method"] == "saliency") & (areas["control"] == "model_free")].iloc[0]
+    assert row["difference"] == pytest.approx(area["saliency"] - area["model_free"], rel=1e-6, abs=1e-9)
+    twin = areas[(areas["method"] == "saliency") & (areas["control"] == "random_init")].iloc[0]
+    assert twin["control_area"] == pytest.approx(area["saliency_random_init"], rel=1e-6)
     run = _run_json(folder)
     assert run["parameters"]["n_test"] == 24 and run["n_runs"] == 1
     assert run["checkpoints"][0]["name"] == "mnist_dae_consistency"
-    assert run["cache"]["misses"] == 3 and (folder / "shift_curve.png").stat().st_size > 1000
+    assert set(run["summary"]["area_verdicts"]["saliency"]) == {"random", "random_informative", "model_free",
+                                                                "random_init"}
+    assert run["cache"]["misses"] == 6 and (folder / "shift_curve.png").stat().st_size > 1000
     first = sorted(p.name for p in folder.iterdir())
     # a re-run replaces the folder: same files, no duplicated rows, no leftovers, attributions from the cache
     assert main(argv) == 0
     assert sorted(p.name for p in folder.iterdir()) == first
     assert len(pd.read_csv(folder / "shift.csv")) == len(shift)
     assert [p.name for p in folder.parent.iterdir()] == ["mnist"]
-    assert json.loads((folder / "run.json").read_text())["cache"]["hits"] == 3
+    assert json.loads((folder / "run.json").read_text())["cache"]["hits"] == 6
     assert "wrote" in capsys.readouterr().out
 
 
@@ -284,6 +305,32 @@ def test_encoder_vs_full(tiny_zoo):
     assert len(pd.read_csv(folder / "per_image.csv")) == len(per_image)  # METHOD's run is left alone
     softmax_image = pd.read_csv(softmax_folder / "per_image.csv")
     assert not np.allclose(softmax_image["r"].fillna(0), per_image["r"].fillna(0))
+
+
+def test_encoder_vs_full_factorial(tiny_zoo):
+    assert main(["reproduce", "encoder_vs_full", "--data", "mnist", "--n-test", "10", "--factorial"]) == 0
+    folder = _folder(tiny_zoo, "encoder_vs_full_factorial", "mnist")
+    run = _run_json(folder)
+    assert "--factorial" in run["command"] and run["parameters"]["design"] == "factorial"
+    cells = pd.read_csv(folder / "cells.csv")
+    # 2 outputs x 2 BatchNorm modes x 2 pairings, 3 methods each, over our 2 classifiers
+    assert len(cells) == 8 * 3 and (cells["n_models"] == 2).all() and cells["reference_mean"].notna().all()
+    assert (cells["set"] == "zoo").all()
+    key = ["output", "batch_norm", "method"]
+    for method in ("integrated_gradients", "saliency"):  # pairing cannot change these: the same numbers
+        g = cells[cells["method"] == method].pivot_table(index=key[:2], columns="pairing", values="mean")
+        assert np.allclose(g["paired"], g["tiled"])
+    gs = cells[cells["method"] == "gradient_shap"].pivot_table(index=key[:2], columns="pairing", values="mean")
+    assert not np.allclose(gs["paired"], gs["tiled"])  # GradientShap's pairing is computed, not copied
+    combos = pd.read_csv(folder / "combinations.csv")
+    assert len(combos) == 8 and combos["rms_difference"].notna().all() and combos["rank"].min() == 1
+    closest = combos.loc[combos["rms_difference"].idxmin(), "setting"]
+    assert run["summary"]["per_set"]["zoo"]["closest"] == closest
+    assert (folder / "factorial_zoo.png").stat().st_size > 0
+    with pytest.raises(ParameterError, match="factorial"):
+        from lfx_engine.experiments import run_encoder_vs_full
+
+        run_encoder_vs_full("mnist", study_classifiers="both", n_test=4)
 
 
 def test_unavailable_dataset_is_skipped_with_reason(tiny_zoo, capsys):

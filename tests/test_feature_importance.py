@@ -311,3 +311,75 @@ def test_label_free_module_rows_and_linear_flags() -> None:
     assert "saliency" not in LINEAR and {"integrated_gradients", "gradient_shap"} <= set(LINEAR)
     assert {"saliency", "integrated_gradients", "gradient_shap", "deeplift", "input_x_gradient",
             "occlusion", "smoothgrad", "random"} <= set(list_methods())
+
+
+# --------------------------------------------------------------------------- the earlier code, emulated (§1.3, §9)
+
+
+@pytest.mark.parametrize("method", ["gradient_shap", "integrated_gradients", "saliency"])
+def test_earlier_code_in_eval_mode_with_pairing_equals_the_engine(method: str) -> None:
+    from lfx_engine.feature_importance.earlier_code import earlier_code_attribution
+
+    x = torch.rand(7, 1, 16, 16)
+    enc = conv_bn_encoder()
+    ours = label_free_attribution(enc, x, method, batch_size=4, device=CPU, seed=3)
+    emulated = earlier_code_attribution(enc, x, method, batch_norm="eval", pairing="paired", batch_size=4,
+                                        device=CPU, seed=3)
+    torch.testing.assert_close(emulated, ours, atol=1e-6, rtol=1e-5)
+
+
+def test_tiled_pairing_reproduces_the_gradient_shap_defect_exactly() -> None:
+    """Linear f: GradientShap row i·5+k is scored against f(x_{(i·5+k) mod B}), so the map is
+    (x_i − x̄) ⊙ Wᵀ mean_k f(x_{(5i+k) mod B}); the correct pairing gives Wᵀ f(x_i)."""
+    from lfx_engine.feature_importance.earlier_code import earlier_code_attribution
+
+    b = 4
+    x = torch.rand(b, 1, 4, 4)
+    enc = LinearEncoder((1, 4, 4), d=4).eval()
+    tiled = earlier_code_attribution(enc, x, "gradient_shap", batch_norm="eval", pairing="tiled", batch_size=b,
+                                     device=CPU)
+    with torch.no_grad():
+        fx = enc(x)
+        partners = torch.stack([fx[[(5 * i + k) % b for k in range(5)]].mean(0) for i in range(b)])
+        expected = x * (partners @ enc.lin.weight).reshape(x.shape)
+    torch.testing.assert_close(tiled, expected, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(tiled, closed_form(enc, x, torch.zeros(1, 1, 4, 4)), atol=1e-3)
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "saliency"])
+def test_tiled_pairing_is_harmless_for_block_wise_methods(method: str) -> None:
+    from lfx_engine.feature_importance.earlier_code import earlier_code_attribution
+
+    x = torch.rand(6, 1, 16, 16)
+    enc = conv_bn_encoder()
+    kw = {"batch_norm": "train", "batch_size": 3, "device": CPU}
+    torch.testing.assert_close(earlier_code_attribution(enc, x, method, pairing="tiled", **kw),
+                               earlier_code_attribution(enc, x, method, pairing="paired", **kw))
+
+
+def test_train_mode_batch_norm_changes_maps_and_leaves_the_model_alone() -> None:
+    from lfx_engine.feature_importance.earlier_code import earlier_code_attribution
+
+    x = torch.rand(8, 1, 16, 16)
+    enc = conv_bn_encoder()
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    train = earlier_code_attribution(enc, x, "saliency", batch_norm="train", pairing="paired", batch_size=8,
+                                     device=CPU)
+    evaluated = earlier_code_attribution(enc, x, "saliency", batch_norm="eval", pairing="paired", batch_size=8,
+                                         device=CPU)
+    assert (train - evaluated).abs().max() > 1e-3
+    assert not enc.training and all(torch.equal(before[k], v) for k, v in enc.state_dict().items())
+    # batch statistics make one example's map depend on its batch: the defect the engine avoids
+    alone = earlier_code_attribution(enc, x[:4], "saliency", batch_norm="train", pairing="paired", batch_size=4,
+                                     device=CPU)
+    assert (alone - train[:4]).abs().max() > 1e-4
+
+
+def test_earlier_code_rejects_unknown_factors() -> None:
+    from lfx_engine.feature_importance.earlier_code import earlier_code_attribution
+
+    x = torch.rand(2, 1, 16, 16)
+    with pytest.raises(ParameterError, match="batch_norm"):
+        earlier_code_attribution(conv_bn_encoder(), x, "saliency", batch_norm="frozen")
+    with pytest.raises(ParameterError, match="pairing"):
+        earlier_code_attribution(conv_bn_encoder(), x, "saliency", pairing="shuffled")

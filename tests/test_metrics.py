@@ -260,3 +260,104 @@ def test_streaming_equals_one_shot_and_reference() -> None:
         capped_stream.update(part)
     assert not capped_one.spearman_exact
     assert capped_one.compute()["spearman"] == capped_stream.compute()["spearman"]
+
+
+# --------------------------------------------------------------------------- masking controls (issue 11 §3)
+
+
+def test_random_control_is_the_draw_shift_curve_always_used() -> None:
+    from lfx_engine.metrics.masking_controls import control_scores
+
+    x = torch.rand(5, 1, 8, 8)
+    gen = torch.Generator().manual_seed(3)
+    torch.testing.assert_close(control_scores("random", x, seed=3), torch.randn((5, 1, 8, 8), generator=gen))
+    enc = tiny_encoder()
+    with_flag = shift_curve(enc, x, {}, include_random=True, seed=3, device=CPU)
+    explicit = shift_curve(enc, x, {"random": control_scores("random", x, seed=3)}, device=CPU)
+    assert np.allclose(with_flag["mean"], explicit["mean"])
+
+
+def test_informative_random_masks_only_non_baseline_features_first() -> None:
+    from lfx_engine.metrics.masking_controls import control_scores, informative_features
+
+    x = torch.zeros(4, 3, 6, 6)
+    x[:, :, 1:3, 1:4] = torch.rand(4, 3, 2, 3) + 0.1  # 6 informative pixels per image
+    assert informative_features(x).sum().item() == 4 * 6
+    scores = control_scores("random_informative", x, seed=0)
+    for m in (1, 3, 6):
+        masked = mask_inputs(x, scores, m)
+        # every masked pixel was informative: exactly m pixels per image went to zero
+        changed = (masked != x).any(dim=1).flatten(1).sum(dim=1)
+        assert (changed == m).all()
+    assert (mask_inputs(x, scores, 6) == 0).all()  # all informative pixels gone at M = their count
+    ecg = torch.rand(2, 10, 1)
+    base = ecg[:1].clone()
+    base[0, :4] += 1.0  # the first example equals the baseline on 6 time steps
+    inf = informative_features(ecg, base)
+    assert inf[0].sum() == 4 and inf[1].sum() == 10
+
+
+def test_model_free_ranks_by_input_change() -> None:
+    from lfx_engine.metrics.masking_controls import control_scores
+
+    x = torch.rand(3, 2, 5, 5)
+    x_bar = torch.rand(1, 2, 5, 5)
+    expected = (x - x_bar).abs().sum(dim=1, keepdim=True)
+    torch.testing.assert_close(control_scores("model_free", x, x_bar), expected)
+    with pytest.raises(ParameterError, match="unknown control"):
+        control_scores("random_encoder", x)
+
+
+def test_area_between_curves_known_answer_and_verdicts() -> None:
+    import pandas as pd
+
+    from lfx_engine.metrics.masking_controls import area_between, curve_areas
+
+    rng = np.random.default_rng(0)
+    percents = [0, 20, 50, 100]
+    rows = []
+    for example in range(30):
+        noise = rng.normal(0, 0.01, size=len(percents))
+        for p, e in zip(percents, noise):
+            share = p / 100
+            rows += [{"method": "method", "percent": p, "example": example, "shift": 2 * share},
+                     {"method": "line", "percent": p, "example": example, "shift": share},
+                     {"method": "twin", "percent": p, "example": example, "shift": share + e}]
+    areas = curve_areas(pd.DataFrame(rows))
+    mean_area = areas.groupby("method")["area"].mean()
+    assert mean_area["method"] == pytest.approx(1.0) and mean_area["line"] == pytest.approx(0.5)
+    table = area_between(areas, ["method", "line"], ["line", "twin"]).set_index(["method", "control"])
+    assert table.loc[("method", "line"), "difference"] == pytest.approx(0.5)
+    assert table.loc[("method", "line"), "relative"] == pytest.approx(1.0)
+    assert table.loc[("method", "line"), "verdict"] == "above"
+    assert ("line", "line") not in table.index
+    # the twin differs from the line by zero-mean noise only: the interval covers 0
+    assert table.loc[("line", "twin"), "verdict"] == "not resolved"
+    flipped = area_between(areas, ["line"], ["method"]).iloc[0]
+    assert flipped["verdict"] == "below" and flipped["ci_high"] < 0
+
+
+def test_randomised_copy_redraws_every_parameter_and_leaves_the_original() -> None:
+    from lfx_engine.feature_importance import randomised_copy
+
+    enc = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    with torch.no_grad():
+        enc[1].weight.fill_(3.0)
+        enc[1].running_mean.fill_(0.5)
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    a, b = randomised_copy(enc, seed=1), randomised_copy(enc, seed=1)
+    assert all(torch.equal(before[k], v) for k, v in enc.state_dict().items())
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))  # seeded
+    assert all(not torch.equal(p, q) for p, q in zip(a.parameters(), enc.parameters()) if p.numel() > 4)
+    assert torch.equal(a[1].running_mean, torch.zeros(4)) and not a.training
+
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * self.scale
+
+    with pytest.raises(ParameterError, match="initialiser"):
+        randomised_copy(Scaled())

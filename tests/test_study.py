@@ -201,6 +201,32 @@ def test_reproduce_disvae_on_study_models_flags_our_collapsed_ones(imported, sha
     assert set(pd.read_csv(folder / "summary.csv")["n_runs"]) == {2}
 
 
+def test_factorial_finds_the_setting_of_the_studys_encoder_vs_full_figure(imported, shared_data, tmp_path,
+                                                                          monkeypatch):
+    """On the study's 2023-01-19 classifiers only softmax outputs with train-mode BatchNorm come near its
+    numbers (METHOD §8); METHOD's logits in eval mode give near-identical maps (r > 0.9)."""
+    import pandas as pd
+
+    from lfx_engine.experiments.cli import reproduce
+
+    monkeypatch.setenv("LFX_STUDY_DIR", str(imported.out))
+    monkeypatch.setenv("LFX_CACHE_DIR", str(tmp_path / "cache"))
+    results = tmp_path / "results"
+    assert reproduce("encoder_vs_full", "mnist", results=str(results), model_source="study", design="factorial",
+                     study_classifiers="2023-01-19", n_test=200, methods=("integrated_gradients", "saliency"),
+                     verbose=False) == "ok"
+    folder = results / "encoder_vs_full_factorial" / "mnist-study"
+    combos = pd.read_csv(folder / "combinations.csv")
+    cells = pd.read_csv(folder / "cells.csv")
+    assert (cells["n_models"] == 5).all() and (combos["set"] == "2023-01-19").all()
+    best = combos.sort_values("rms_difference").iloc[0]
+    assert best["output"] == "softmax" and best["batch_norm"] == "train" and best["rms_difference"] < 0.06
+    logits_eval = cells[(cells["output"] == "logits") & (cells["batch_norm"] == "eval")]
+    assert (logits_eval["mean"] > 0.9).all()
+    saliency = cells[(cells["method"] == "saliency") & (cells["output"] == "softmax")].set_index("batch_norm")
+    assert saliency.loc["train", "mean"].min() < 0.3 < saliency.loc["eval", "mean"].min()
+
+
 def test_reproduce_rejects_an_unknown_model_source(shared_data):
     from lfx_engine.experiments.disvae import run_disvae
 

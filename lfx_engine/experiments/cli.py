@@ -131,7 +131,8 @@ def run_reproduce(args: argparse.Namespace) -> int:
                "device": _device(args.device), "leaky_relu": True if args.leaky_relu else None,
                "use_cache": False if args.no_cache else None,
                "if_hessian": args.if_hessian, "full_output": args.full_output, "max_memory_mb": args.max_memory_mb,
-               "model_source": args.models, "include_unfit": True if args.include_unfit else None}
+               "model_source": args.models, "include_unfit": True if args.include_unfit else None,
+               "design": "factorial" if args.factorial else None, "study_classifiers": args.study_classifiers}
     command = command_line(args)
     if args.experiment == "all":
         pairs = [(e, d) for e in EXPERIMENTS for d in EXPERIMENT_DATASETS[e] if args.data in (None, "all", d)]
@@ -180,11 +181,12 @@ def command_line(args: argparse.Namespace) -> str:
                         ("--n-train", args.n_train), ("--device", args.device), ("--seed", args.seed),
                         ("--steps", args.steps), ("--if-hessian", args.if_hessian),
                         ("--full-output", args.full_output), ("--max-memory-mb", args.max_memory_mb),
-                        ("--models", args.models)):
+                        ("--models", args.models), ("--study-classifiers", args.study_classifiers)):
         if value is not None:
             parts.append(f"{flag} {value}")
     parts += [flag for flag, on in (("--quick", args.quick), ("--leaky-relu", args.leaky_relu),
-                                    ("--no-cache", args.no_cache), ("--include-unfit", args.include_unfit)) if on]
+                                    ("--no-cache", args.no_cache), ("--include-unfit", args.include_unfit),
+                                    ("--factorial", args.factorial)) if on]
     return " ".join(parts)
 
 
@@ -227,6 +229,13 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--include-unfit", action="store_true",
                         help="disvae: keep VAEs that fail the quality floors (collapsed, dead, undertrained) in the "
                              "summary, flagged; by default they are listed but left out")
+    parser.add_argument("--factorial", action="store_true",
+                        help="encoder_vs_full: the factorial design (output logits/softmax x BatchNorm eval/train x "
+                             "GradientShap pairing paired/tiled) that finds which setting gives the study's numbers; "
+                             "writes encoder_vs_full_factorial/")
+    parser.add_argument("--study-classifiers", choices=("head", "2023-01-19", "both"),
+                        help="encoder_vs_full --models study: the study's classifiers at HEAD (default), as first "
+                             "committed on 2023-01-19, or both (factorial only; its default)")
     parser.add_argument("--no-cache", action="store_true", help="recompute instead of reading the disk cache")
     parser.set_defaults(func=run_reproduce)
 

@@ -5,8 +5,12 @@ for ECG5000), label-free GradientShap, Integrated Gradients and Saliency are
 computed over the test set (ECG: the 2,081 abnormal beats) with the dataset's
 baseline; each example's own top-M pixels/time steps are set to the baseline
 for M = 5..100% and the representation shift ``‖f(x) − f(x̃)‖²`` is measured
-per example. A seeded random ranking is the control. Expected reading:
-attribution methods shift the representation more than Random at every M.
+per example. Controls (:mod:`lfx_engine.metrics.masking_controls`): a seeded
+random ranking, a random ranking of the informative features only, the
+model-free ``|x − x̄|`` ranking, and each method on a randomly re-initialised
+encoder (the model-randomisation check). Expected reading: attribution methods
+shift the representation more than every control, judged by the area between
+the curves with a paired 95% interval.
 """
 from __future__ import annotations
 
@@ -35,14 +39,30 @@ from lfx_engine.experiments.common import (
     take_first,
     to_device,
 )
-from lfx_engine.feature_importance import aggregate_channels, label_free_attribution
+from lfx_engine.feature_importance import aggregate_channels, label_free_attribution, randomised_copy
 from lfx_engine.metrics import feature_count, shift_curve
+from lfx_engine.metrics.masking_controls import (
+    CONTROLS,
+    INPUT_CONTROLS,
+    RANDOM_INIT,
+    control_areas,
+    control_scores,
+    random_init_key,
+)
 
 EXPERIMENT = "consistency_features"
 METHODS = ("gradient_shap", "integrated_gradients", "saliency")
 PERCENTS = (0, 5, 10, 20, 50, 80, 100)
 TITLES = {"gradient_shap": "GradientShap", "integrated_gradients": "Integrated Gradients",
-          "saliency": "Saliency", "random": "Random"}
+          "saliency": "Saliency", "random": "Random", "random_informative": "Random (informative features)",
+          "model_free": "|x − x̄| (model-free)"}
+
+
+def curve_title(key: str) -> str:
+    """Display name of a curve: a method, a control, or ``<method>_random_init``."""
+    if key.endswith(RANDOM_INIT):
+        return f"{TITLES[key[:-len(RANDOM_INIT)]]}, random encoder"
+    return TITLES[key]
 #: Smaller run for a CPU (``--quick``): the first 500 test examples.
 QUICK: dict[str, Any] = {"n_test": 500}
 
@@ -62,18 +82,25 @@ def test_split(dataset: str) -> str:
 
 def feature_scores(result: ExperimentResult | None, hub: ModelHub, name: str, dataset: str, x: torch.Tensor,
                    x_bar: torch.Tensor, method: str, *, seed: int, batch_size: int, device: torch.device,
-                   use_cache: bool = True, progress: ProgressFn | None = None) -> torch.Tensor:
+                   use_cache: bool = True, progress: ProgressFn | None = None,
+                   random_init: bool = False) -> torch.Tensor:
     """Channel-aggregated ``Σ_c |attr|`` of the model's encoder: ``(N,1,H,W)`` or ``(N,T)``; disk-cached.
 
     The cache key holds the checkpoint sha256, the data files' sha256, the split,
     the number of examples and the method's seed, so the app reuses it.
+    ``random_init``: explain the same architecture re-initialised with ``seed``
+    (the model-randomisation control) instead of the trained encoder.
     """
     parts = {"experiment": EXPERIMENT, "model": name, "sha256": hub.record(name)["sha256"],
              "data": data_fingerprint(dataset), "split": test_split(dataset), "n": int(len(x)),
-             "method": method, "seed": seed, "aggregation": "sum_abs"}
+             "method": method, "seed": seed, "aggregation": "sum_abs",
+             **({"encoder": "random_init", "init_seed": seed} if random_init else {})}
 
     def compute() -> dict[str, np.ndarray]:
-        attr = label_free_attribution(hub.load(name).encoder, x, method, baselines=x_bar, batch_size=batch_size,
+        encoder = hub.load(name).encoder
+        if random_init:
+            encoder = randomised_copy(encoder, seed)
+        attr = label_free_attribution(encoder, x, method, baselines=x_bar, batch_size=batch_size,
                                       device=device, seed=seed, progress=progress)
         return {"scores": aggregate_channels(attr, "sum_abs").numpy().astype(np.float32)}
 
@@ -87,6 +114,7 @@ def run_consistency_features(
     model_source: str = "zoo",
     n_test: int | None = None,
     methods: Sequence[str] = METHODS,
+    controls: Sequence[str] = CONTROLS,
     percents: Sequence[float] = PERCENTS,
     seed: int = 0,
     batch_size: int = 128,
@@ -98,8 +126,10 @@ def run_consistency_features(
     """Representation shift vs % masked features per attribution method (and Random) on ``dataset``.
 
     ``n_test``: the first n test examples (default: all, as in METHOD). Tables:
-    ``shift`` (method, percent, M, mean, 95% CI, n), ``shift_per_example`` and
-    ``comparison`` (each method against Random at every M).
+    ``shift`` (method, percent, M, mean, 95% CI, n; controls included),
+    ``shift_per_example``, ``comparison`` (each method against Random at every
+    M) and ``areas`` (area between each method's curve and each control's, with
+    a paired 95% interval and a verdict).
     """
     start = time.perf_counter()
     require_dataset(EXPERIMENT, dataset)
@@ -107,10 +137,15 @@ def run_consistency_features(
     dev = to_device(device) if device is not None else hub.device
     name = model_name(dataset, check_model_source(model_source))
     require_models(EXPERIMENT, dataset, hub, [name], "the consistency model", model_source)
-    unknown = [m for m in methods if m not in TITLES or m == "random"]
+    unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ParameterError(f"unknown attribution method(s) {unknown}; choose from {METHODS}")
-    report = Reporter(progress, log, total=len(methods) + 1)
+    bad = [c for c in controls if c not in CONTROLS]
+    if bad or "random" not in controls:
+        raise ParameterError(f"controls must include random and come from {', '.join(CONTROLS)}; got "
+                             f"{list(controls)}")
+    random_init = "random_init" in controls
+    report = Reporter(progress, log, total=len(methods) * (2 if random_init else 1) + 1)
     result = ExperimentResult(EXPERIMENT, dataset, n_runs=1)
 
     split = load_split(dataset, test_split(dataset))
@@ -125,20 +160,34 @@ def run_consistency_features(
         scores[method] = feature_scores(result, hub, name, dataset, x, x_bar, method, seed=seed,
                                         batch_size=batch_size, device=dev, use_cache=use_cache)
         report.step()
+    if random_init:
+        for method in methods:
+            report.log(f"{EXPERIMENT}/{dataset}: {TITLES[method]} on a randomly re-initialised encoder "
+                       "(control)")
+            scores[random_init_key(method)] = feature_scores(result, hub, name, dataset, x, x_bar, method, seed=seed,
+                                                          batch_size=batch_size, device=dev, use_cache=use_cache,
+                                                          random_init=True)
+            report.step()
+    for control in INPUT_CONTROLS:
+        if control in controls:
+            scores[control] = control_scores(control, x, x_bar, seed=seed)
     report.log(f"{EXPERIMENT}/{dataset}: masking and representation shift")
     summary, per_example = shift_curve(model.encoder, x, scores, baseline=None if zero_baseline else x_bar,
-                                       percents=percents, include_random=True, seed=seed, device=dev,
-                                       return_per_example=True)
+                                       percents=percents, seed=seed, device=dev, return_per_example=True)
     report.step()
+    areas = _areas(per_example, methods, controls)
 
     p_total = feature_count(x)
     unit = "time steps" if x.dim() == 3 else "pixels"
     summary.insert(0, "dataset", dataset)
     summary["P"] = p_total
-    summary["method_title"] = summary["method"].map(TITLES)
+    summary["method_title"] = summary["method"].map(curve_title)
+    summary["kind"] = np.where(summary["method"].isin(methods), "method", "control")
     per_example.insert(0, "dataset", dataset)
     comparison = _compare_to_random(summary)
-    result.tables = {"shift": summary, "shift_per_example": per_example, "comparison": comparison}
+    areas.insert(0, "dataset", dataset)
+    result.tables = {"shift": summary, "shift_per_example": per_example, "comparison": comparison,
+                     "areas": areas}
     result.figures = {"shift_curve": _figure(summary, dataset, unit)}
     beats = comparison["beats_random"]
     result.summary = {
@@ -147,9 +196,22 @@ def run_consistency_features(
         "holds_for_every_method_and_M": bool(beats.all()) if len(beats) else None,
         "per_method": {m: bool(g["beats_random"].all()) for m, g in comparison.groupby("method")},
         "mean_shift_at_20pct": {row.method: float(row.mean) for row in summary.itertuples() if row.percent == 20},
+        "area_verdicts": {m: {row.control: row.verdict for row in g.itertuples()}
+                          for m, g in areas.groupby("method", sort=False)},
+        "above_every_control": {m: bool((g["verdict"] == "above").all())
+                                for m, g in areas.groupby("method", sort=False)},
     }
     result.params = {"model": name, "split": test_split(dataset), "n_test": int(len(x)),
-                     "n_test_available": int(len(split)), "methods": list(methods), "control": "random",
+                     "n_test_available": int(len(split)), "methods": list(methods), "controls": list(controls),
+                     "control_settings": {"random": "i.i.d. N(0,1) scores, seeded",
+                                          "random_informative": "random order among features that differ from "
+                                                                "the baseline, then the rest",
+                                          "model_free": "Σ_c |x − x̄|, largest first",
+                                          "random_init": "the same method on the encoder re-initialised by its "
+                                                         "layers' own initialisers (seeded); shift measured on "
+                                                         "the trained encoder"},
+                     "area": "trapezoid of the shift over the masked share 0..1; paired difference per example, "
+                             "95% Student-t interval; 'above'/'below' when it excludes 0, else 'not resolved'",
                      "percents": list(percents), "P": p_total, "M": summary.drop_duplicates("percent")["M"].tolist(),
                      "baseline": get_spec(dataset).baseline_description,
                      "masked_value": "0 (mask·x)" if zero_baseline else "baseline (mask·x + (1−mask)·x̄)",
@@ -159,7 +221,7 @@ def run_consistency_features(
                                          "saliency": "abs=True"},
                      "ci": "95% Student-t interval of the per-example shifts",
                      "batch_size": batch_size, "device": str(dev)}
-    result.seeds = {"attribution_seed": seed, "random_control_seed": seed}
+    result.seeds = {"attribution_seed": seed, "random_control_seed": seed, "random_init_seed": seed}
     result.checkpoints = [hub.describe(name)]
     if dataset == "ecg5000":
         result.notes.append("the ECG model was trained on examples_train (normal and abnormal beats); the paper's "
@@ -170,6 +232,14 @@ def run_consistency_features(
     return result
 
 
+def _areas(per_example: pd.DataFrame, methods: Sequence[str], controls: Sequence[str]) -> pd.DataFrame:
+    """:func:`control_areas` with display titles."""
+    table = control_areas(per_example, methods, controls)
+    table.insert(2, "control_title", [TITLES.get(c, "same method, random encoder") for c in table["control"]])
+    table.insert(1, "method_title", table["method"].map(TITLES))
+    return table
+
+
 def _compare_to_random(summary: pd.DataFrame) -> pd.DataFrame:
     """Each method's mean shift against the Random control at every 0 < M < P.
 
@@ -178,7 +248,7 @@ def _compare_to_random(summary: pd.DataFrame) -> pd.DataFrame:
     """
     rand = summary[summary["method"] == "random"].set_index("percent")
     rows = []
-    informative = (summary["method"] != "random") & (summary["M"] > 0) & (summary["M"] < summary["P"])
+    informative = (summary["kind"] == "method") & (summary["M"] > 0) & (summary["M"] < summary["P"])
     for row in summary[informative].itertuples():
         r = rand.loc[row.percent]
         rows.append({"method": row.method, "percent": row.percent, "M": row.M, "mean": row.mean,
@@ -192,12 +262,13 @@ def _compare_to_random(summary: pd.DataFrame) -> pd.DataFrame:
 
 def _figure(summary: pd.DataFrame, dataset: str, unit: str) -> alt.LayerChart:
     """Shift vs % perturbed features, one line per method, with the 95% CI band."""
-    data = summary[["method_title", "percent", "mean", "ci_low", "ci_high"]].copy()
+    data = summary[["method_title", "kind", "percent", "mean", "ci_low", "ci_high"]].copy()
     data["ci_low"] = data["ci_low"].fillna(data["mean"])
     data["ci_high"] = data["ci_high"].fillna(data["mean"])
     base = alt.Chart(data).encode(
         x=alt.X("percent:Q", title=f"% perturbed {unit}"),
-        color=alt.Color("method_title:N", title="method"),
+        color=alt.Color("method_title:N", title="method or control"),
+        strokeDash=alt.StrokeDash("kind:N", title=None, sort=["method", "control"]),
     )
     band = base.mark_area(opacity=0.2).encode(y="ci_low:Q", y2="ci_high:Q")
     line = base.mark_line(point=True).encode(y=alt.Y("mean:Q", title="representation shift ‖f(x) − f(x̃)‖²"))

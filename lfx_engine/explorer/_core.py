@@ -52,7 +52,13 @@ METHOD_TITLES = {
     "input_x_gradient": "Input × Gradient", "deeplift": "DeepLift", "smoothgrad": "SmoothGrad",
     "occlusion": "Occlusion", "random": "Random (control)", "dknn": "DKNN", "cosine": "Cosine NN",
     "simplex": "SimplEx", "tracin": "TracIn", "influence": "Influence Functions",
+    "random_informative": "Random among informative features (control)",
+    "model_free": "|x − x̄|, model-free (control)",
 }
+#: The same method on a randomly re-initialised encoder (the model-randomisation control).
+METHOD_TITLES.update({f"{m}_random_init": f"{METHOD_TITLES[m]} on a random encoder (control)"
+                      for m in ("saliency", "integrated_gradients", "gradient_shap", "input_x_gradient", "deeplift",
+                                "smoothgrad", "occlusion")})
 
 
 @dataclass(frozen=True)

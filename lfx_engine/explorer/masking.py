@@ -1,7 +1,7 @@
 """Masking shift of the explorer (METHOD §7.1): dataset-wide curves (cached) and one sample's masked views."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -11,44 +11,80 @@ from lfx_engine import cache
 from lfx_engine.errors import ParameterError
 from lfx_engine.explorer._core import Progress, _arrays_to_frame, _frame_to_arrays
 from lfx_engine.explorer.features import FeatureViews
-from lfx_engine.feature_importance import label_free_attribution
+from lfx_engine.feature_importance import label_free_attribution, randomised_copy
 from lfx_engine.metrics import shift_curve
 from lfx_engine.metrics.masking import DEFAULT_PERCENTS, feature_count, mask_inputs
+from lfx_engine.metrics.masking_controls import (
+    CONTROLS,
+    INPUT_CONTROLS,
+    control_areas,
+    control_scores,
+    random_init_key,
+)
 
 
 class MaskingViews(FeatureViews):
     """Representation shift when each input's most important features are masked."""
 
     def masking_curves(self, name: str, methods: Sequence[str], n_samples: int = 200,
-                       progress: Progress = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Representation shift vs % masked for each method and the random control, on the first
-        ``n_samples`` test inputs. Returns (summary with 95% CI, per-example long table); cached."""
+                       progress: Progress = None, controls: Sequence[str] = ("random",)
+                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Representation shift vs % masked for each method and each control, on the first ``n_samples``
+        test inputs. Returns (summary with 95% CI, per-example long table); cached.
+
+        ``controls`` (:data:`~lfx_engine.metrics.masking_controls.CONTROLS`): ``random`` is always
+        included; ``random_init`` adds every method on a randomly re-initialised encoder
+        (curves ``<method>_random_init``).
+        """
         methods = [m for m in methods if m != "random"]
         for method in methods:
             self._check_feature_method(name, method)
+        controls = sorted(set(controls) | {"random"})
+        unknown = [c for c in controls if c not in CONTROLS]
+        if unknown:
+            raise ParameterError(f"unknown control(s) {unknown}; choose from {', '.join(CONTROLS)}")
         x_all, _ = self.test_data(name)
         if not 1 <= n_samples <= len(x_all):
             raise ParameterError(f"n_samples must lie in 1..{len(x_all)}, got {n_samples}")
         x = x_all[:n_samples]
-        steps = len(methods) + 1
+        random_init = "random_init" in controls
+        explained = [(m, False) for m in methods] + ([(m, True) for m in methods] if random_init else [])
+        steps = len(explained) + 1
 
         def compute() -> dict[str, np.ndarray]:
             encoder = self.model(name).encoder
-            attrs = {}
+            twin = randomised_copy(encoder, seed=0) if random_init else None
+            x_bar = self.baseline_for(name, x)
+            scores = {}
             total = steps * n_samples
-            for i, method in enumerate(methods):
+            for i, (method, on_twin) in enumerate(explained):
                 # per-chunk progress: attributions dominate the cost (IG on an LSTM takes seconds per chunk)
                 step = (lambda done, _t, i=i: progress(i * n_samples + done, total)) if progress else None
-                attrs[method] = label_free_attribution(encoder, x, method, baselines=self.baseline_for(name, x),
-                                                       device=self.device, progress=step)
-            summary, per_ex = shift_curve(encoder, x, attrs, baseline=self.baseline_for(name, x),
-                                          include_random=True, device=self.device, return_per_example=True)
+                key = random_init_key(method) if on_twin else method
+                scores[key] = label_free_attribution(twin if on_twin else encoder, x, method, baselines=x_bar,
+                                                     device=self.device, progress=step)
+            for control in controls:
+                if control in INPUT_CONTROLS:
+                    scores[control] = control_scores(control, x, x_bar, seed=0)
+            summary, per_ex = shift_curve(encoder, x, scores, baseline=x_bar, device=self.device,
+                                          return_per_example=True)
             if progress:
                 progress(total, total)
             return _frame_to_arrays("s_", summary) | _frame_to_arrays("e_", per_ex)
 
-        arrays = cache.cached("masking", self._key(name, methods=sorted(methods), n=n_samples), compute)
+        arrays = cache.cached("masking", self._masking_key(name, methods, n_samples, controls), compute)
         return _arrays_to_frame("s_", arrays), _arrays_to_frame("e_", arrays)
+
+    def masking_areas(self, per_example: pd.DataFrame, methods: Sequence[str],
+                      controls: Sequence[str]) -> pd.DataFrame:
+        """Area between each method's curve and each control's with a paired 95% interval and a verdict."""
+        return control_areas(per_example, [m for m in methods if m != "random"], controls)
+
+    def _masking_key(self, name: str, methods: Sequence[str], n_samples: int,
+                     controls: Sequence[str] = ("random",)) -> dict[str, Any]:
+        extra = sorted(set(controls) - {"random"})
+        return self._key(name, methods=sorted(m for m in methods if m != "random"), n=n_samples,
+                         **({"controls": extra} if extra else {}))
 
     def sample_masking_curve(self, name: str, index: int, methods: Sequence[str]) -> pd.DataFrame:
         """Representation shift vs % masked for one test sample (immediate)."""
@@ -63,10 +99,10 @@ class MaskingViews(FeatureViews):
         return shift_curve(encoder, x, attrs, baseline=self.baseline_for(name, x), include_random=True,
                            device=self.device)
 
-    def masking_cached(self, name: str, methods: Sequence[str], n_samples: int = 200) -> bool:
+    def masking_cached(self, name: str, methods: Sequence[str], n_samples: int = 200,
+                       controls: Sequence[str] = ("random",)) -> bool:
         """Whether :meth:`masking_curves` for these arguments is already on disk (instant)."""
-        methods = [m for m in methods if m != "random"]
-        return cache.is_cached("masking", self._key(name, methods=sorted(methods), n=n_samples))
+        return cache.is_cached("masking", self._masking_key(name, methods, n_samples, controls))
 
     def masked_views(self, name: str, x: torch.Tensor, method: str,
                      percents: Sequence[float] = DEFAULT_PERCENTS, seed: int = 0) -> tuple[np.ndarray, list[int]]:
@@ -78,9 +114,7 @@ class MaskingViews(FeatureViews):
         self.check_input(name, x)
         x = x[:1]
         if method == "random":
-            gen = torch.Generator().manual_seed(int(seed))
-            shape = (1, 1, *x.shape[2:]) if x.dim() == 4 else (1, x.shape[1])
-            scores = torch.randn(shape, generator=gen)
+            scores = control_scores("random", x, seed=seed)
         else:
             scores = torch.as_tensor(self.attribute(name, x, method, seed=seed))
         p_total = feature_count(x)

@@ -18,6 +18,7 @@ from .methods import (
     register_method,
     spec_from_class,
 )
+from .sanity import randomised_copy
 from .units import unit_attribution
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "label_free_attribution",
     "list_methods",
     "random_attribution",
+    "randomised_copy",
     "register_method",
     "resolve_method",
     "spec_from_class",

@@ -174,9 +174,9 @@ def shift_curve(
     """
     methods = dict(attributions_by_method)
     if include_random and "random" not in methods:
-        gen = torch.Generator().manual_seed(int(seed))
-        shape = (x.shape[0], 1, *x.shape[2:]) if x.dim() == 4 else (x.shape[0], x.shape[1])
-        methods["random"] = torch.randn(shape, generator=gen)
+        from .masking_controls import control_scores
+
+        methods["random"] = control_scores("random", x, seed=seed)
     p_total = feature_count(x)
     dev = resolve_device(device)
     module = eval_module(encoder, dev)
