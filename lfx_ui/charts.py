@@ -246,5 +246,15 @@ def similarity_rates(rates: pd.DataFrame, heading: str, height: int = 380) -> al
     prior = pd.DataFrame({"prior": [float(rates["prior"].mean())], "label": ["class prior"]})
     rule = alt.Chart(prior).mark_rule(color="#6b7280", strokeDash=[2, 2]).encode(
         y="prior:Q", tooltip=[alt.Tooltip("prior:Q", format=".3f", title="class prior")])
-    return alt.layer(lines, rule).properties(height=height, title=alt.TitleParams(
-        heading, subtitle="solid: most important examples · dashed: least important · dotted: class prior"))
+    layers = [lines, rule]
+    if "most_ci_low" in rates:  # the engine's 95% intervals over test examples, as bands
+        bands = pd.concat([rates[["fraction", "method", f"{side}_ci_low", f"{side}_ci_high"]].set_axis(
+            ["fraction", "method", "low", "high"], axis=1).assign(selection=side) for side in ("most", "least")])
+        bands["percent"] = bands["fraction"] * 100
+        bands["method_title"] = bands["method"].map(title)
+        layers.insert(0, alt.Chart(bands).mark_area(opacity=0.15).encode(
+            x="percent:Q", y="low:Q", y2="high:Q", detail="selection:N",
+            color=alt.Color("method_title:N", title="method", scale=method_color(rates["method"]))))
+    return alt.layer(*layers).properties(height=height, title=alt.TitleParams(
+        heading, subtitle="solid: most important examples · dashed: least important · dotted: class prior · "
+                          "bands: 95% intervals"))

@@ -155,8 +155,11 @@ def test_consistency_examples_mnist_includes_if_and_tracin(tiny_zoo):
                  "--n-test", "40"]) == 0
     folder = _folder(tiny_zoo, "consistency_examples", "mnist")
     sim = pd.read_csv(folder / "similarity.csv")
-    assert list(sim.columns) == ["explainer", "fraction", "n", "most", "least", "prior", "percent",
-                                 "explainer_title"]
+    assert list(sim.columns) == ["explainer", "fraction", "n", "most", "least", "prior", "most_ci_low",
+                                 "most_ci_high", "most_vs_prior", "least_ci_low", "least_ci_high", "least_vs_prior",
+                                 "percent", "explainer_title"]
+    assert set(sim["most_vs_prior"]) <= {"above", "below", "not resolved"}
+    assert (sim["most_ci_low"] <= sim["most"] + 1e-12).all() and (sim["least"] <= sim["least_ci_high"] + 1e-12).all()
     assert set(sim["explainer"]) == {"influence", "tracin", "simplex", "dknn", "cosine"}
     assert sim[["most", "least", "prior"]].apply(lambda c: c.between(0, 1).all()).all()
     full = sim[sim["fraction"] == 1.0]

@@ -145,6 +145,25 @@ def test_similarity_rates_known_answers() -> None:
     assert t.most.iloc[-1] == pytest.approx(0.25)
 
 
+def test_similarity_rates_intervals_and_verdicts() -> None:
+    rng = np.random.default_rng(1)
+    y_train = np.repeat(np.arange(4), 50)
+    y_test = rng.integers(0, 4, size=200)
+    oracle = (y_test[:, None] == y_train[None, :]).astype(float) + rng.random((200, 200))
+    t = similarity_rates(oracle, y_test, y_train).set_index("fraction")
+    assert t.loc[0.05, "most_vs_prior"] == "above" and t.loc[0.05, "least_vs_prior"] == "below"
+    assert (t["most_ci_low"] <= t["most"]).all() and (t["most"] <= t["most_ci_high"]).all()
+    assert t.loc[1.0, "most_vs_prior"] == "not resolved"  # identical to the prior by construction
+    # brute-force t-interval of the per-example shares at 20 %
+    order = np.argsort(-oracle, axis=1, kind="stable")
+    shares = np.array([(y_train[o[:40]] == y).mean() for o, y in zip(order, y_test)])
+    half = stats.t.ppf(0.975, len(shares) - 1) * shares.std(ddof=1) / np.sqrt(len(shares))
+    assert t.loc[0.2, "most_ci_low"] == pytest.approx(shares.mean() - half)
+    # scores unrelated to the labels: no verdict at 5 % (a rate near the prior is not a finding)
+    noise = similarity_rates(rng.random((200, 200)), y_test, y_train).set_index("fraction")
+    assert noise.loc[0.05, "most_vs_prior"] == "not resolved"
+
+
 def test_similarity_rates_unbalanced_prior() -> None:
     y_train = np.array([0, 0, 0, 1])
     y_test = np.array([0, 1])

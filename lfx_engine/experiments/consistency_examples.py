@@ -245,11 +245,18 @@ def run_consistency_examples(
         part = g[g["fraction"] < 1.0]
         verdicts[explainer] = {"most_above_prior": bool((part["most"] > part["prior"]).all()),
                                "least_below_prior": bool((part["least"] < part["prior"]).all()),
-                               "most_at_5pct": float(g.iloc[0]["most"]), "least_at_5pct": float(g.iloc[0]["least"])}
+                               "most_above_prior_at_95pct": bool((part["most_vs_prior"] == "above").all()),
+                               "least_below_prior_at_95pct": bool((part["least_vs_prior"] == "below").all()),
+                               "most_at_5pct": float(g.iloc[0]["most"]), "least_at_5pct": float(g.iloc[0]["least"]),
+                               "most_verdicts": dict(zip(part["fraction"], part["most_vs_prior"])),
+                               "least_verdicts": dict(zip(part["fraction"], part["least_vs_prior"]))}
     result.summary = {"claim": "most-important examples share the label above the prior, least-important below",
                       "prior": prior, "per_explainer": verdicts,
                       "holds_for_every_explainer": all(v["most_above_prior"] and v["least_below_prior"]
-                                                       for v in verdicts.values())}
+                                                       for v in verdicts.values()),
+                      "holds_for_every_explainer_at_95pct": all(
+                          v["most_above_prior_at_95pct"] and v["least_below_prior_at_95pct"]
+                          for v in verdicts.values())}
     result.params = {"model": name, "n_train": len(train), "n_test": len(test), "subsets": rule,
                      "explainers": chosen, "fractions": list(fractions), "settings": settings, "device": str(dev)}
     result.seeds = {"lissa_minibatch_seed": seed, **({"ecg_test_permutation_seed": ECG_SUBSET_SEED}
@@ -268,8 +275,15 @@ def _loss_name(dataset: str) -> str:
 
 def _figure(similarity: pd.DataFrame, dataset: str) -> alt.LayerChart:
     """Similarity rate vs % examples selected (colour = explainer, dash = most/least), prior as a rule."""
-    long = similarity.melt(id_vars=["explainer_title", "percent"], value_vars=["most", "least"],
-                           var_name="selection", value_name="rate")
+    frames = []
+    for side in ("most", "least"):
+        part = similarity[["explainer_title", "percent", side, f"{side}_ci_low", f"{side}_ci_high"]].copy()
+        part.columns = ["explainer_title", "percent", "rate", "ci_low", "ci_high"]
+        frames.append(part.assign(selection=side))
+    long = pd.concat(frames, ignore_index=True)
+    band = alt.Chart(long).mark_area(opacity=0.15).encode(
+        x="percent:Q", y="ci_low:Q", y2="ci_high:Q", color=alt.Color("explainer_title:N", title="explainer"),
+        detail="selection:N")
     lines = alt.Chart(long).mark_line(point=True).encode(
         x=alt.X("percent:Q", title="% examples selected"),
         y=alt.Y("rate:Q", title="similarity rate", scale=alt.Scale(domain=[0, 1])),
@@ -279,5 +293,6 @@ def _figure(similarity: pd.DataFrame, dataset: str) -> alt.LayerChart:
     )
     prior = alt.Chart(pd.DataFrame({"prior": [float(similarity["prior"].iloc[0])]})).mark_rule(
         color="gray", strokeDash=[2, 2]).encode(y="prior:Q")
-    return (lines + prior).properties(title=f"consistency_examples: {get_spec(dataset).title}", width=360,
+    return (band + lines + prior).properties(title=f"consistency_examples: {get_spec(dataset).title} "
+                                                  "(bands: 95% intervals over test examples)", width=360,
                                       height=260)
