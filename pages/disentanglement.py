@@ -161,11 +161,14 @@ if result is not None:
             col.metric(f"Pearson, {sc.LOSS_TITLES.get(r.loss, r.loss)} β={r.beta:g}", f"{r.mean:.3f}",
                        delta=ref or None, delta_color="off",
                        help=f"pooled Pearson between unit maps, mean over {r.n_runs} run(s); reproduction study: "
-                            + ("n/a" if not np.isfinite(r.reference_mean) else f"{r.reference_mean:.3f}"))
+                            + ("n/a" if not np.isfinite(r.reference_mean) else f"{r.reference_mean:.3f}")
+                            + ("" if not np.isfinite(getattr(r, "null_mean", np.nan)) else
+                               f"; randomly initialised VAEs (null model): {r.null_mean:.3f} "
+                               f"({r.null_low:.3f}–{r.null_high:.3f})"))
     st.caption("Lower Pearson/cosine = more distinct units. The reproduction study found Pearson flat in β on MNIST "
                "(≈ 0.23–0.25) while entropy and salient units (its \"active units\") fall with β.")
     study.notes(result["notes"])
-    with st.expander("Ours beside the reproduction study (table)"):
+    with st.expander("Ours beside the reproduction study and the null model (table)"):
         st.dataframe(result["comparison"], hide_index=True, width="stretch")
         charts.downloads(f"disvae_{dataset}_comparison", csv=result["comparison"], key="dis_comparison")
 elif len(reference):

@@ -257,6 +257,15 @@ def test_disvae_metrics(tiny_zoo):
     assert metrics["salient_units"].between(0, 3).all()
     assert (metrics["d"] == 3).all() and (metrics["n_test"] == 12).all()
     comparison = pd.read_csv(folder / "comparison.csv")
+    # the null model: 5 randomly initialised copies of the architecture, beside every metric
+    null = pd.read_csv(folder / "null.csv")
+    assert list(null["null_seed"]) == [0, 1, 2, 3, 4] and null["pearson"].between(-1, 1).all()
+    assert null["pearson"].nunique() == 5  # distinct initialisations, not one model five times
+    assert comparison["null_mean"].notna().all()
+    pearson_null = comparison.loc[comparison["metric"] == "pearson", "null_mean"].iloc[0]
+    assert pearson_null == pytest.approx(null["pearson"].mean())
+    template = metrics.loc[metrics["model"] == null["template"].iloc[0], "pearson"].iloc[0]
+    assert not np.isclose(template, null["pearson"]).any()  # the trained weights are not what is measured
     ref = comparison[(comparison["metric"] == "pearson") & (comparison["loss"] == "betavae")
                      & (comparison["beta"] == 1)]
     assert float(ref["reference_mean"].iloc[0]) == pytest.approx(0.241)

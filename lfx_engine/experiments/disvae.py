@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from lfx_engine.data import get_spec, load_split, resize_to_32
+from lfx_engine.errors import ParameterError
 from lfx_engine.experiments.common import (
     ExperimentResult,
     ExperimentSkipped,
@@ -39,7 +40,7 @@ from lfx_engine.experiments.common import (
     take_first,
     to_device,
 )
-from lfx_engine.feature_importance import unit_attribution
+from lfx_engine.feature_importance import randomised_copy, unit_attribution
 from lfx_engine.metrics import METRICS, DisentanglementAccumulator
 from lfx_engine.training.quality import MEAN_IMAGE_N, measure, train_mean_image
 
@@ -93,30 +94,35 @@ def test_inputs(dataset: str, n_test: int | None) -> torch.Tensor:
 
 
 def unit_metrics_parts(name: str, n: int, identity: dict[str, Any], *, seed: int, chunk: int, n_maps: int,
-                       spearman_max_pixels: int) -> dict[str, Any]:
+                       spearman_max_pixels: int, null_seed: int | None = None) -> dict[str, Any]:
     """The cache key of :func:`unit_metrics` (also used to ask whether a result is on disk)."""
     return {"experiment": EXPERIMENT, "model": name, "sha256": identity["sha256"], "data": identity["data"],
             "n": int(n), "method": "gradient_shap", "seed": seed, "chunk": chunk, "n_maps": n_maps,
-            "spearman_max_pixels": spearman_max_pixels, "baseline": "zeros"}
+            "spearman_max_pixels": spearman_max_pixels, "baseline": "zeros",
+            **({"null_seed": int(null_seed)} if null_seed is not None else {})}
 
 
 def unit_metrics(result: ExperimentResult | None, hub: ModelHub, name: str, dataset: str, x: torch.Tensor, *,
                  seed: int, chunk: int, n_maps: int, spearman_max_pixels: int, batch_size: int,
                  device: torch.device, use_cache: bool = True,
-                 identity: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+                 identity: dict[str, Any] | None = None, null_seed: int | None = None) -> dict[str, np.ndarray]:
     """Streamed disentanglement metrics of one VAE (+ the first ``n_maps`` unit maps); disk-cached.
 
     Chunk ``k`` of ``chunk`` images uses GradientShap seed ``seed + k``, so the
     result depends on (seed, chunk), both in the cache key. ``identity`` gives
     the weights' ``sha256`` and the ``data`` fingerprint of a model that is not
     in the zoo (a user's VAE); by default both come from the hub and the data folder.
+    ``null_seed``: measure the null model instead, the same architecture with
+    its weights re-initialised from that seed (:func:`randomised_copy`).
     """
     identity = identity or {"sha256": hub.record(name)["sha256"], "data": data_fingerprint(dataset)}
     parts = unit_metrics_parts(name, len(x), identity, seed=seed, chunk=chunk, n_maps=n_maps,
-                               spearman_max_pixels=spearman_max_pixels)
+                               spearman_max_pixels=spearman_max_pixels, null_seed=null_seed)
 
     def compute() -> dict[str, np.ndarray]:
         encoder = hub.load(name).encoder
+        if null_seed is not None:
+            encoder = randomised_copy(encoder, null_seed)
         acc = DisentanglementAccumulator(spearman_max_pixels=spearman_max_pixels, seed=seed)
         maps = []
         for k, a in enumerate(range(0, len(x), chunk)):
@@ -129,7 +135,8 @@ def unit_metrics(result: ExperimentResult | None, hub: ModelHub, name: str, data
         values = acc.compute()
         return {"metrics": np.array([values[m] for m in METRICS], dtype=np.float64),
                 "pearson_matrix": acc.pearson_matrix(), "cosine_matrix": acc.cosine_matrix(),
-                "spearman_exact": np.array(acc.spearman_exact), "maps": np.concatenate(maps).astype(np.float32)}
+                "spearman_exact": np.array(acc.spearman_exact),
+                "maps": (np.concatenate(maps) if maps else np.zeros((0,), dtype=np.float32)).astype(np.float32)}
 
     return cached_arrays(result, "exp_disvae_metrics", parts, compute, use_cache)
 
@@ -172,6 +179,7 @@ def run_disvae(
     device: torch.device | str | None = None,
     use_cache: bool = True,
     include_unfit: bool = False,
+    n_null: int = 5,
     progress: ProgressFn | None = None,
     log: LogFn | None = None,
 ) -> ExperimentResult:
@@ -185,8 +193,11 @@ def run_disvae(
 
     ``n_test``: first n test images (default all). ``n_maps``: images in the
     per-model heat-map figures (20; 10 for dSprites). ``maps_for_runs``: runs
-    whose models get a heat-map figure (default all). Tables: ``metrics``,
-    ``summary`` (mean, std over runs per loss × β), ``comparison`` (with §8).
+    whose models get a heat-map figure (default all). ``n_null``: randomly
+    initialised copies of the architecture measured the same way, the null model
+    every metric is read against (0 turns it off). Tables: ``metrics``,
+    ``summary`` (mean, std over runs per loss × β, with the null model's mean
+    and range), ``comparison`` (with §8), ``null`` (one row per null model).
     """
     start = time.perf_counter()
     require_dataset(EXPERIMENT, dataset)
@@ -205,7 +216,9 @@ def run_disvae(
     result = ExperimentResult(EXPERIMENT, dataset)
     spec = get_spec(dataset)
     x = test_inputs(dataset, n_test)
-    report = Reporter(progress, log, total=len(records))
+    if not isinstance(n_null, int) or n_null < 0:
+        raise ParameterError(f"n_null must be a non-negative integer, got {n_null!r}")
+    report = Reporter(progress, log, total=len(records) + n_null)
     rows = []
     mean_image = functools.cache(lambda: train_mean_image(dataset, resize32=dataset == "mnist"))
     for i, rec in enumerate(records):
@@ -228,6 +241,18 @@ def run_disvae(
         result.checkpoints.append(hub.describe(name))
         report.step()
 
+    null_rows = []
+    template = records[0]["name"]
+    for k in range(n_null):
+        report.log(f"{EXPERIMENT}/{dataset}: null model {k + 1}/{n_null} (the architecture of {template}, "
+                   f"randomly initialised)")
+        arrays = unit_metrics(result, hub, template, dataset, x, seed=seed, chunk=chunk, n_maps=0,
+                              spearman_max_pixels=spearman_max_pixels, batch_size=batch_size, device=dev,
+                              use_cache=use_cache, null_seed=k)
+        null_rows.append({"template": template, "null_seed": k, "n_test": len(x),
+                          **{m: float(v) for m, v in zip(METRICS, arrays["metrics"])}})
+        report.step()
+    null = pd.DataFrame(null_rows, columns=["template", "null_seed", "n_test", *METRICS])
     metrics = pd.DataFrame(rows)
     unfit = metrics[metrics["verdict"] != "ok"]
     used = metrics if include_unfit else metrics[metrics["verdict"] == "ok"]
@@ -246,9 +271,16 @@ def run_disvae(
                .agg(mean="mean", std=lambda v: v.std(ddof=1) if len(v) > 2 else np.nan, low="min", high="max",
                     n_runs="count")
                .reset_index())
+    if len(null):
+        null_stats = pd.DataFrame({"metric": list(METRICS),
+                                   "null_mean": [float(null[m].mean()) for m in METRICS],
+                                   "null_low": [float(null[m].min()) for m in METRICS],
+                                   "null_high": [float(null[m].max()) for m in METRICS]})
+        summary = summary.merge(null_stats, on="metric", how="left")
     comparison = _comparison(summary, dataset)
     trends = trend_tests(long)
-    result.tables = {"metrics": metrics, "summary": summary, "comparison": comparison, "trends": trends}
+    result.tables = {"metrics": metrics, "summary": summary, "comparison": comparison, "trends": trends,
+                     "null": null}
     result.figures = {"boxplots": _boxplots(long, spec.title), **result.figures}
     result.n_runs = int(metrics.groupby(["loss", "beta"])["run"].nunique().max())
     pearson = summary[summary["metric"] == "pearson"]
@@ -257,6 +289,8 @@ def run_disvae(
         "quality": {"verdicts": metrics["verdict"].value_counts().to_dict(), "included_unfit": include_unfit,
                     "models_in_summary": int(len(used))},
         "pearson_by_loss_beta": {f"{r.loss}_b{r.beta:g}": [r.mean, r.std] for r in pearson.itertuples()},
+        "null_model": {m: {"mean": float(null[m].mean()), "low": float(null[m].min()), "high": float(null[m].max())}
+                       for m in METRICS} if len(null) else None,
         "trend_tests": {f"{r.loss}/{r.metric}": {"spearman_rho": r.rho, "p": r.p, "n_models": r.n_models,
                                                  "verdict": r.verdict} for r in trends.itertuples()},
         "pearson_trend": {loss: _trend(g) for loss, g in pearson.groupby("loss")},
@@ -269,8 +303,12 @@ def run_disvae(
                      "input": "MNIST bilinearly resized to 32×32" if dataset == "mnist" else "test images as stored",
                      "saliency": "|μ_j · mean_c GradientShap_j| (n_samples=5, zero baseline, target=j)",
                      "streaming": f"chunks of {chunk} images into DisentanglementAccumulator (float64 running sums)",
-                     "spearman_max_pixels": spearman_max_pixels, "n_maps": n_maps, "device": str(dev)}
-    result.seeds = {"gradient_shap_seed": f"{seed} + chunk index", "spearman_sketch_seed": seed}
+                     "spearman_max_pixels": spearman_max_pixels, "n_maps": n_maps, "device": str(dev),
+                     "null_model": {"n": n_null, "template": template,
+                                    "what": "the template's architecture with every layer re-initialised by its own "
+                                            "initialiser (seeds 0..n−1), measured like the trained VAEs"}}
+    result.seeds = {"gradient_shap_seed": f"{seed} + chunk index", "spearman_sketch_seed": seed,
+                    "null_model_seeds": list(range(n_null))}
     if not metrics["spearman_exact"].all():
         result.notes.append(f"Spearman on a deterministic sample of {spearman_max_pixels:,} (image, pixel) columns "
                             f"(bottom-k hash sketch); Pearson, cosine, entropy, salient units are exact")
@@ -328,9 +366,11 @@ def _comparison(summary: pd.DataFrame, dataset: str) -> pd.DataFrame:
         ref = REFERENCE.get(r.metric, {}).get(dataset, {}).get(key)
         rows.append({"loss": r.loss, "beta": r.beta, "metric": r.metric, "mean": r.mean, "std": r.std,
                      "n_runs": r.n_runs, "reference_mean": ref[0] if ref else np.nan,
-                     "reference_std": ref[1] if ref and ref[1] is not None else np.nan})
+                     "reference_std": ref[1] if ref and ref[1] is not None else np.nan,
+                     "null_mean": getattr(r, "null_mean", np.nan), "null_low": getattr(r, "null_low", np.nan),
+                     "null_high": getattr(r, "null_high", np.nan)})
     return pd.DataFrame(rows, columns=["loss", "beta", "metric", "mean", "std", "n_runs", "reference_mean",
-                                       "reference_std"])
+                                       "reference_std", "null_mean", "null_low", "null_high"])
 
 
 def _boxplots(long: pd.DataFrame, title: str) -> alt.HConcatChart:

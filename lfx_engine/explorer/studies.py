@@ -151,7 +151,11 @@ class StudyViews(FeatureViews):
 
     def _disvae_key(self, dataset: str, n_test: int | None, source: str = "zoo") -> dict[str, Any] | None:
         names = [m.name for m in self.vae_models(dataset, source)]
-        return self._study_key("disvae", names, dataset=dataset, n_test=n_test) if names else None
+        return (self._study_key("disvae", names, dataset=dataset, n_test=n_test, n_null=self.DISVAE_NULL_MODELS)
+                if names else None)
+
+    #: Randomly initialised VAEs measured beside the trained ones on the Disentanglement page (the null model).
+    DISVAE_NULL_MODELS = 3
 
     def disvae_cached(self, dataset: str, n_test: int | None = 200, source: str = "zoo") -> bool:
         """Whether :meth:`disvae_study` for these arguments is on disk (instant)."""
@@ -173,7 +177,7 @@ class StudyViews(FeatureViews):
 
         def compute() -> dict[str, np.ndarray]:
             result = run_disvae(dataset, models=self.study_hub(), model_source=source, n_test=n_test, n_maps=1,
-                                maps_for_runs=(),
+                                maps_for_runs=(), n_null=self.DISVAE_NULL_MODELS,
                                 device=self.device, progress=progress, log=log)
             _close_figures(result.figures)
             return {**{k: v for t in ("metrics", "summary", "comparison")
