@@ -236,6 +236,41 @@ def test_pretext_correlations_and_latex(tiny_zoo):
     assert {"examples_spearman.tex", "correlations.png", "overlays.png", "top_examples.csv"} <= \
         {p.name for p in folder.iterdir()}
     assert _run_json(folder)["n_runs"] == 2
+    # the noise ceiling: each task against itself across the 2 runs (one pair), from the cached arrays
+    ceiling = pd.read_csv(folder / "noise_ceiling.csv")
+    assert len(ceiling) == 2 * 2 * 4 and set(zip(ceiling["run_a"], ceiling["run_b"])) == {(1, 2)}
+    assert ceiling["value"].between(-1, 1).all() and (ceiling["value"] < 1 - 1e-6).all()
+    from lfx_engine.metrics import pooled_correlation_matrix
+    from lfx_engine.experiments.pretext import abs_gradient_shap
+    from lfx_engine.experiments import ModelHub
+    from lfx_engine.data import load_split
+
+    hub = ModelHub(device="cpu")
+    x = load_split("mnist", "test").x[:30]
+    maps = [abs_gradient_shap(None, hub, f"mnist_pretext_denoising_run{r}", "mnist", x, seed=0, batch_size=128,
+                              device=torch.device("cpu")) for r in (1, 2)]
+    expected = pooled_correlation_matrix(maps, "pearson")[0, 1]
+    got = ceiling[(ceiling["kind"] == "features") & (ceiling["correlation"] == "pearson")
+                  & (ceiling["task"] == "Denoising")]["value"].iloc[0]
+    assert got == pytest.approx(expected)
+    versus = pd.read_csv(folder / "against_ceiling.csv")
+    assert len(versus) == 2 * 2 * 6
+    assert set(versus["verdict"]) <= {"below the noise ceiling", "within the noise", "not resolved"}
+    assert (versus["cross_low"] <= versus["cross_high"]).all()
+
+
+def test_against_ceiling_verdicts():
+    from lfx_engine.experiments.pretext import against_ceiling
+
+    corr = pd.DataFrame([{"kind": "features", "correlation": "pearson", "task_a": "A", "task_b": "B", "run": r,
+                          "value": v} for r, v in ((1, 0.30), (2, 0.35))])
+    high = pd.DataFrame([{"kind": "features", "correlation": "pearson", "task": t, "run_a": 1, "run_b": 2,
+                          "value": v} for t, v in (("A", 0.9), ("B", 0.8))])
+    assert against_ceiling(corr, high)["verdict"].iloc[0] == "below the noise ceiling"
+    low = high.assign(value=[0.32, 0.2])
+    assert against_ceiling(corr, low)["verdict"].iloc[0] == "not resolved"
+    assert against_ceiling(corr, high.assign(value=[0.1, 0.2]))["verdict"].iloc[0] == "within the noise"
+    assert against_ceiling(corr, high.iloc[:0])["verdict"].iloc[0] == "not resolved"
 
 
 def test_disvae_metrics(tiny_zoo):

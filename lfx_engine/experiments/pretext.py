@@ -201,6 +201,11 @@ def run_pretext(
         del feats, exs
 
     correlations = pd.DataFrame(corr_rows)
+    ceiling = noise_ceiling(hub, dataset, complete, model_source, x_test, test_idx, x_train, train_idx, seed=seed,
+                            batch_size=batch_size, device=dev, use_cache=use_cache,
+                            spearman_max_elements=spearman_max_elements, pearson_max_elements=pearson_max_elements,
+                            log=report.log)
+    versus = against_ceiling(correlations, ceiling)
     summary_rows = []
     for (kind, corr), mats in matrices.items():
         mean, std = mean_std(mats, ddof=1)
@@ -215,7 +220,8 @@ def run_pretext(
             label=f"tab:pretext_{dataset}_{kind}_{corr}")
     summary = pd.DataFrame(summary_rows)
     off = summary[summary["task_a"] != summary["task_b"]]
-    result.tables = {"correlations": correlations, "summary": summary, "top_examples": pd.DataFrame(top_rows)}
+    result.tables = {"correlations": correlations, "summary": summary, "top_examples": pd.DataFrame(top_rows),
+                     "noise_ceiling": ceiling, "against_ceiling": versus}
     result.figures = {"correlations": _heatmaps(summary, spec.title),
                       "overlays": _overlays(x_test, y_test, overlay_rows, overlay_maps, overlay_top, x_train,
                                             complete[0], spec)}
@@ -223,6 +229,9 @@ def run_pretext(
         "claim": "explanations of different pretext tasks are weakly correlated (off-diagonal clearly below 1)",
         "mean_off_diagonal": {f"{k}_{c}": float(g["mean"].mean()) for (k, c), g in off.groupby(["kind", "correlation"])},
         "max_off_diagonal": {f"{k}_{c}": float(g["mean"].max()) for (k, c), g in off.groupby(["kind", "correlation"])},
+        "noise_ceiling": {f"{k}_{c}_{t}": float(g["value"].mean())
+                          for (k, c, t), g in ceiling.groupby(["kind", "correlation", "task"])},
+        "against_ceiling": {f"{r.kind}_{r.correlation}_{r.task_a}-{r.task_b}": r.verdict for r in versus.itertuples()},
     }
     result.params = {"runs": complete, "partial_runs_ignored": partial, "tasks": list(TASKS), "n_test": len(x_test),
                      "n_test_available": len(test), "n_train": len(train_idx),
@@ -245,6 +254,74 @@ def run_pretext(
             result.notes.append(f"{kind}: Spearman on {cap:,} of {n_elements[kind]:,} values per task (subsampled)")
     result.wall_time_s = time.perf_counter() - start
     return result
+
+
+def noise_ceiling(hub: ModelHub, dataset: str, runs: Sequence[int], model_source: str, x_test: torch.Tensor,
+                  test_idx: np.ndarray, x_train: torch.Tensor, train_idx: np.ndarray, *, seed: int, batch_size: int,
+                  device: torch.device, use_cache: bool, spearman_max_elements: int | None,
+                  pearson_max_elements: int | None, log: LogFn | None = None) -> pd.DataFrame:
+    """The same task's explanations across runs (different training seeds): how alike two explanations can be.
+
+    One row per (kind, correlation, task, pair of runs). Cross-task correlations
+    are only evidence of different explanations where they fall below this
+    ceiling. Needs at least two runs; the arrays come from the disk cache.
+    """
+    rows = []
+    columns = ["kind", "correlation", "task", "run_a", "run_b", "value"]
+    if len(runs) < 2:
+        return pd.DataFrame(rows, columns=columns)
+    pairs = [(i, j) for i in range(len(runs)) for j in range(i + 1, len(runs))]
+    for t_i, task in enumerate(TASKS):
+        if log is not None:
+            log(f"{EXPERIMENT}/{dataset}: noise ceiling of {task} over {len(runs)} runs")
+        feats, exs = [], []
+        for run in runs:
+            name = entry_name(dataset, task, run, model_source)
+            feats.append(abs_gradient_shap(None, hub, name, dataset, x_test, seed=seed, batch_size=batch_size,
+                                           device=device, use_cache=use_cache))
+            h_test = latents(None, hub, name, dataset, "test", test_idx, x_test, device=device, use_cache=use_cache)
+            h_train = latents(None, hub, name, dataset, "train", train_idx, x_train, device=device,
+                              use_cache=use_cache)
+            exs.append(dknn_scores(h_test, h_train, device=device).numpy())
+        for kind, arrays in (("features", feats), ("examples", exs)):
+            for corr in CORRELATIONS:
+                cap = spearman_max_elements if corr == "spearman" else pearson_max_elements
+                mat = pooled_correlation_matrix(arrays, corr, max_elements=cap, seed=seed)
+                rows += [{"kind": kind, "correlation": corr, "task": LABELS[t_i], "run_a": runs[i], "run_b": runs[j],
+                          "value": float(mat[i, j])} for i, j in pairs]
+        del feats, exs
+    return pd.DataFrame(rows, columns=columns)
+
+
+def against_ceiling(correlations: pd.DataFrame, ceiling: pd.DataFrame) -> pd.DataFrame:
+    """Each cross-task correlation (one value per run) against the two tasks' noise ceilings (one per run pair).
+
+    ``below the noise ceiling`` when every run's cross-task value lies below
+    every within-task value of both tasks; ``within the noise`` when the
+    cross-task range overlaps both ceilings' ranges entirely from above;
+    otherwise ``not resolved``. Without a ceiling (one run) nothing is resolved.
+    """
+    rows = []
+    cross = correlations[correlations["task_a"] < correlations["task_b"]]
+    for (kind, corr, a, b), g in cross.groupby(["kind", "correlation", "task_a", "task_b"], sort=False):
+        ca = ceiling[(ceiling["kind"] == kind) & (ceiling["correlation"] == corr) & (ceiling["task"] == a)]["value"]
+        cb = ceiling[(ceiling["kind"] == kind) & (ceiling["correlation"] == corr) & (ceiling["task"] == b)]["value"]
+        values = g["value"]
+        if ca.empty or cb.empty:
+            verdict = "not resolved"
+        elif values.max() < min(ca.min(), cb.min()):
+            verdict = "below the noise ceiling"
+        elif values.min() >= max(ca.max(), cb.max()):
+            verdict = "within the noise"
+        else:
+            verdict = "not resolved"
+        rows.append({"kind": kind, "correlation": corr, "task_a": a, "task_b": b, "cross_mean": float(values.mean()),
+                     "cross_low": float(values.min()), "cross_high": float(values.max()),
+                     "ceiling_a_mean": float(ca.mean()) if len(ca) else np.nan,
+                     "ceiling_a_low": float(ca.min()) if len(ca) else np.nan,
+                     "ceiling_b_mean": float(cb.mean()) if len(cb) else np.nan,
+                     "ceiling_b_low": float(cb.min()) if len(cb) else np.nan, "verdict": verdict})
+    return pd.DataFrame(rows)
 
 
 def _heatmaps(summary: pd.DataFrame, title: str) -> alt.VConcatChart:
