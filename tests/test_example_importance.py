@@ -225,6 +225,25 @@ def test_random_projection_is_seeded() -> None:
 
 
 # --------------------------------------------------------------------------- TracIn
+def test_gradient_baselines_match_explicit_gradients_at_the_final_weights() -> None:
+    from lfx_engine.example_importance import gradient_similarity_scores
+
+    model = conv_model()
+    x_train, x_test = torch.rand(7, 1, 8, 8), torch.rand(4, 1, 8, 8)
+    before = copy.deepcopy(model.state_dict())
+    g_train, g_test = autograd_grads(model, x_train), autograd_grads(model, x_test)
+    dot = gradient_similarity_scores(model, x_train, x_test, "dot", batch_size=3)
+    assert torch.allclose(dot, g_test @ g_train.T, rtol=1e-4, atol=1e-7)
+    cos = gradient_similarity_scores(model, x_train, x_test, "cosine", batch_size=3)
+    expected = (g_test / g_test.norm(dim=1, keepdim=True)) @ (g_train / g_train.norm(dim=1, keepdim=True)).T
+    assert torch.allclose(cos, expected, rtol=1e-4, atol=1e-6) and cos.abs().max() <= 1 + 1e-5
+    # gradient norms vary between examples, so the two baselines rank differently
+    assert not torch.allclose(dot, cos)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    with pytest.raises(ParameterError, match="similarity"):
+        gradient_similarity_scores(model, x_train, x_test, "euclid")
+
+
 def test_tracin_matches_explicit_dot_products_and_restores_model(tmp_path) -> None:
     model = conv_model()
     x_train, x_test = torch.rand(9, 1, 8, 8), torch.rand(5, 1, 8, 8)

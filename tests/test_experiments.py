@@ -160,7 +160,10 @@ def test_consistency_examples_mnist_includes_if_and_tracin(tiny_zoo):
                                  "percent", "explainer_title"]
     assert set(sim["most_vs_prior"]) <= {"above", "below", "not resolved"}
     assert (sim["most_ci_low"] <= sim["most"] + 1e-12).all() and (sim["least"] <= sim["least_ci_high"] + 1e-12).all()
-    assert set(sim["explainer"]) == {"influence", "tracin", "simplex", "dknn", "cosine"}
+    assert set(sim["explainer"]) == {"influence", "tracin", "simplex", "dknn", "cosine", "grad_dot", "grad_cos"}
+    agreement = pd.read_csv(folder / "agreement.csv").set_index(["explainer_a", "explainer_b"])
+    assert len(agreement) == 5 and agreement["spearman_mean"].between(-1, 1).all()
+    assert agreement["top_k_overlap"].between(0, 1).all() and (agreement["top_k"] == 10).all()
     assert sim[["most", "least", "prior"]].apply(lambda c: c.between(0, 1).all()).all()
     full = sim[sim["fraction"] == 1.0]
     assert np.allclose(full["most"], full["prior"]) and np.allclose(full["least"], full["prior"])

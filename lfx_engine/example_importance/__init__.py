@@ -4,6 +4,7 @@
 * :mod:`.simplex` — :func:`simplex_scores`
 * :mod:`.gradients` — :func:`per_example_grads` (torch.func), pretext losses
 * :mod:`.tracin` — :func:`tracin_scores` over saved checkpoints
+* :mod:`.gradient_similarity` — :func:`gradient_similarity_scores`, the plain gradient dot / cosine baselines
 * :mod:`.factored` — linear layers' per-example gradients as (input, output-gradient) factors
 * :mod:`.streaming` — gradient products in blocks under ``max_memory_mb``
 * :mod:`.influence` — :func:`influence_scores` (LiSSA with batched HVPs, or the fast
@@ -17,6 +18,7 @@ from .gradients import (
     per_example_grads,
     selected_parameters,
 )
+from .gradient_similarity import GRADIENT_SIMILARITIES, gradient_norms, gradient_similarity_scores
 from .influence import HESSIANS, BatchHessian, draw_minibatches, influence_scores, resolve_hessian
 from .latent import cosine_scores, dknn_scores, encode
 from .simplex import simplex_scores
@@ -24,12 +26,15 @@ from .tracin import load_checkpoint, tracin_scores
 
 __all__ = [
     "BatchHessian",
+    "GRADIENT_SIMILARITIES",
     "HESSIANS",
     "RandomProjection",
     "cosine_scores",
     "dknn_scores",
     "draw_minibatches",
     "encode",
+    "gradient_norms",
+    "gradient_similarity_scores",
     "influence_scores",
     "is_encoder_param",
     "l1_per_example",

@@ -26,6 +26,7 @@ from lfx_engine.example_importance import (
     cosine_scores,
     dknn_scores,
     encode,
+    gradient_similarity_scores,
     HESSIANS,
     influence_scores,
     resolve_hessian,
@@ -53,9 +54,12 @@ from lfx_engine.experiments.consistency_features import model_name
 from lfx_engine.metrics import DEFAULT_FRACTIONS, similarity_rates
 
 EXPERIMENT = "consistency_examples"
-EXPLAINERS = ("influence", "tracin", "simplex", "dknn", "cosine")
+EXPLAINERS = ("influence", "tracin", "simplex", "dknn", "cosine", "grad_dot", "grad_cos")
+#: Baselines of the loss-gradient explainers: gradient dot product and cosine at the final weights.
+GRADIENT_BASELINES = {"grad_dot": "dot", "grad_cos": "cosine"}
 TITLES = {"influence": "Influence Functions", "tracin": "TracIn", "simplex": "SimplEx", "dknn": "DKNN",
-          "cosine": "Cosine NN"}
+          "cosine": "Cosine NN", "grad_dot": "Gradient dot product (baseline)",
+          "grad_cos": "Gradient cosine (baseline)"}
 #: Smaller run for a CPU (``--quick``): 200 × 200 subsets, LiSSA depth 10 (IF costs n_test × depth HVPs
 #: on 300-example minibatches: about 1 minute here instead of ~1.5 hours for 1000 × 100).
 QUICK: dict[str, Any] = {"n_train": 200, "n_test": 200, "if_depth": 10}
@@ -121,6 +125,10 @@ def explainer_scores(result: ExperimentResult | None, hub: ModelHub, name: str, 
                                                 device=device, progress=progress)
             return {"scores": weights.numpy(), "residuals": residuals.numpy(),
                     "latent_norms": h_test.norm(dim=1).numpy()}
+        if explainer in GRADIENT_BASELINES:
+            return {"scores": gradient_similarity_scores(model, train.x, test.x, GRADIENT_BASELINES[explainer],
+                                                         loss_fn=loss_fn, device=device, progress=progress,
+                                                         max_memory_mb=max_memory_mb).numpy()}
         if explainer == "tracin":
             states = [state for _, state, _ in hub.tracin_states(name)]
             return {"scores": tracin_scores(model, states, train.x, test.x, loss_fn=loss_fn, device=device,
@@ -198,6 +206,8 @@ def run_consistency_examples(
         "simplex": {"steps": simplex_steps, "lr": simplex_lr},
         "dknn": {"eps": 1e-8},
         "cosine": {},
+        "grad_dot": {"weights": "final", "loss": _loss_name(dataset), "parameters": "encoder only"},
+        "grad_cos": {"weights": "final", "loss": _loss_name(dataset), "parameters": "encoder only"},
     }
     chosen = list(explainers)
     if "tracin" in chosen and not hub.record(name).get("tracin_checkpoints"):
@@ -207,6 +217,7 @@ def run_consistency_examples(
     report = Reporter(progress, log, total=len(chosen))
 
     rates, timings, residual_rows = [], [], []
+    all_scores: dict[str, np.ndarray] = {}
     for i, explainer in enumerate(chosen):
         report.log(f"{EXPERIMENT}/{dataset}: {TITLES[explainer]} on {len(test)} × {len(train)} "
                    f"({i + 1}/{len(chosen)})")
@@ -222,6 +233,7 @@ def run_consistency_examples(
         scores = arrays["scores"]
         if scores.shape != (len(test), len(train)) or not np.isfinite(scores).all():
             raise RuntimeError(f"{explainer} returned scores of shape {scores.shape} with non-finite values")
+        all_scores[explainer] = scores
         table = similarity_rates(scores, test.y, train.y, fractions)
         table.insert(0, "explainer", explainer)
         rates.append(table)
@@ -236,6 +248,9 @@ def run_consistency_examples(
     similarity["percent"] = similarity["fraction"] * 100
     similarity["explainer_title"] = similarity["explainer"].map(TITLES)
     result.tables = {"similarity": similarity, "timings": pd.DataFrame(timings)}
+    agreement = rank_agreement(all_scores)
+    if len(agreement):
+        result.tables["agreement"] = agreement
     if residual_rows:
         result.tables["simplex_residuals"] = pd.DataFrame(residual_rows)
     result.figures = {"similarity_rates": _figure(similarity, dataset)}
@@ -253,10 +268,13 @@ def run_consistency_examples(
     result.summary = {"claim": "most-important examples share the label above the prior, least-important below",
                       "prior": prior, "per_explainer": verdicts,
                       "holds_for_every_explainer": all(v["most_above_prior"] and v["least_below_prior"]
-                                                       for v in verdicts.values()),
+                                                       for e, v in verdicts.items() if e not in GRADIENT_BASELINES),
                       "holds_for_every_explainer_at_95pct": all(
                           v["most_above_prior_at_95pct"] and v["least_below_prior_at_95pct"]
-                          for v in verdicts.values())}
+                          for e, v in verdicts.items() if e not in GRADIENT_BASELINES),
+                      "agreement": {f"{r.explainer_a}~{r.explainer_b}": {"spearman_mean": r.spearman_mean,
+                                                                          "top_k_overlap": r.top_k_overlap}
+                                    for r in agreement.itertuples()}}
     result.params = {"model": name, "n_train": len(train), "n_test": len(test), "subsets": rule,
                      "explainers": chosen, "fractions": list(fractions), "settings": settings, "device": str(dev)}
     result.seeds = {"lissa_minibatch_seed": seed, **({"ecg_test_permutation_seed": ECG_SUBSET_SEED}
@@ -267,6 +285,35 @@ def run_consistency_examples(
                             f"(METHOD: 1000 × 1000, depth 100)")
     result.wall_time_s = time.perf_counter() - start
     return result
+
+
+#: Pairs whose rank agreement is reported: how far the Hessian and the checkpoints move the gradient explainers.
+AGREEMENT_PAIRS = (("influence", "grad_dot"), ("influence", "grad_cos"), ("tracin", "grad_dot"),
+                   ("influence", "tracin"), ("grad_cos", "cosine"))
+
+
+def rank_agreement(scores: dict[str, np.ndarray], top_k: int = 10) -> pd.DataFrame:
+    """Per test row, Spearman between two explainers' scores and the overlap of their top-k; mean and median.
+
+    ``influence`` against ``grad_dot`` says how far the inverse Hessian moves
+    Influence Functions from a plain gradient product at these settings.
+    """
+    from scipy import stats
+
+    rows = []
+    for a, b in AGREEMENT_PAIRS:
+        if a not in scores or b not in scores:
+            continue
+        sa, sb = scores[a], scores[b]
+        rho = np.array([stats.spearmanr(ra, rb)[0] for ra, rb in zip(sa, sb)])
+        k = min(top_k, sa.shape[1])
+        top_a = np.argsort(-sa, axis=1)[:, :k]
+        top_b = np.argsort(-sb, axis=1)[:, :k]
+        overlap = np.array([len(set(x) & set(y)) / k for x, y in zip(top_a, top_b)])
+        rows.append({"explainer_a": a, "explainer_b": b, "spearman_mean": float(np.nanmean(rho)),
+                     "spearman_median": float(np.nanmedian(rho)), "spearman_min": float(np.nanmin(rho)),
+                     "top_k": k, "top_k_overlap": float(overlap.mean()), "n_test": int(len(rho))})
+    return pd.DataFrame(rows)
 
 
 def _loss_name(dataset: str) -> str:
