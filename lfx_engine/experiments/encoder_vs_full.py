@@ -164,11 +164,7 @@ def run_encoder_vs_full(
                              "METHOD's comparison runs on one set")
     if full_output not in FULL_OUTPUTS:
         raise ParameterError(f"full_output must be one of {', '.join(FULL_OUTPUTS)}, got {full_output!r}")
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ParameterError(f"unknown method(s) {unknown}; choose from {METHODS}")
-    hub = models or ModelHub(device=device)
-    dev = to_device(device) if device is not None else hub.device
+    hub, dev = _hub_for(methods, models, device)
     names = classifier_names(hub, dataset, check_model_source(model_source), study_classifiers)
     if not names and model_source == "study":
         raise ExperimentSkipped(EXPERIMENT, dataset, f"no study classifier ({study_classifiers}); "
@@ -220,6 +216,16 @@ def run_encoder_vs_full(
         result.notes.append(f"{len(names)} classifier(s) used (METHOD: 5)")
     result.wall_time_s = time.perf_counter() - start
     return result
+
+
+def _hub_for(methods: Sequence[str], models: ModelHub | None,
+             device: torch.device | str | None) -> tuple[ModelHub, torch.device]:
+    """Check the method names; the model hub and the device both designs run on."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ParameterError(f"unknown method(s) {unknown}; choose from {METHODS}")
+    hub = models or ModelHub(device=device)
+    return hub, to_device(device) if device is not None else hub.device
 
 
 def _summary(per_model: pd.DataFrame, dataset: str) -> pd.DataFrame:
@@ -323,11 +329,7 @@ def run_factorial(
     """
     start = time.perf_counter()
     require_dataset(EXPERIMENT, dataset)
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ParameterError(f"unknown method(s) {unknown}; choose from {METHODS}")
-    hub = models or ModelHub(device=device)
-    dev = to_device(device) if device is not None else hub.device
+    hub, dev = _hub_for(methods, models, device)
     sets = factorial_sets(hub, dataset, check_model_source(model_source), study_classifiers)
     if model_source == "study" and not any(sets.values()):
         raise ExperimentSkipped(EXPERIMENT, dataset, f"no study classifier ({study_classifiers}); "
