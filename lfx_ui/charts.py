@@ -14,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from lfx_engine.explorer import METHOD_TITLES
+from lfx_engine.metrics.masking_controls import INPUT_CONTROLS, RANDOM_INIT
 from lfx_ui import images
 
 #: Altair selection name and Streamlit key of the latent map (tests inject selections under these).
@@ -27,13 +28,12 @@ _PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#
 
 
 #: Input controls in greys; a method on a random encoder keeps the method's colour with a dash.
-_CONTROL_COLOURS = {"random": "#6b7280", "random_informative": "#a3a3a3", "model_free": "#1f2937"}
-_RANDOM_INIT = "_random_init"
+_CONTROL_COLOURS = dict(zip(INPUT_CONTROLS, ("#6b7280", "#a3a3a3", "#1f2937")))
 
 
 def is_control(method: str) -> bool:
     """Whether a curve is a reference control (drawn dashed) rather than an attribution method."""
-    return method in _CONTROL_COLOURS or method.endswith(_RANDOM_INIT)
+    return method in _CONTROL_COLOURS or method.endswith(RANDOM_INIT)
 
 
 def method_color(methods) -> alt.Scale:
@@ -45,8 +45,8 @@ def method_color(methods) -> alt.Scale:
         domain.append(title(m))
         if m in _CONTROL_COLOURS:
             colours.append(_CONTROL_COLOURS[m])
-        elif m.endswith(_RANDOM_INIT):  # a method's randomised twin: its own colour, dashed
-            base = m[:-len(_RANDOM_INIT)]
+        elif m.endswith(RANDOM_INIT):  # a method's randomised twin: its own colour, dashed
+            base = m[:-len(RANDOM_INIT)]
             colours.append(_PALETTE[FEATURE_METHODS.index(base) % len(_PALETTE)] if base in FEATURE_METHODS
                            else _PALETTE[-1])
         else:

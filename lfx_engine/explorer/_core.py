@@ -23,6 +23,7 @@ from lfx_engine.data import (
     resize_to_32,
 )
 from lfx_engine.errors import ParameterError
+from lfx_engine.metrics.masking_controls import random_init_key
 from lfx_engine.project.datasets import make_baseline
 from lfx_engine.training.zoo import ZOO
 
@@ -56,7 +57,7 @@ METHOD_TITLES = {
     "model_free": "|x − x̄|, model-free (control)",
 }
 #: The same method on a randomly re-initialised encoder (the model-randomisation control).
-METHOD_TITLES.update({f"{m}_random_init": f"{METHOD_TITLES[m]} on a random encoder (control)"
+METHOD_TITLES.update({random_init_key(m): f"{METHOD_TITLES[m]} on a random encoder (control)"
                       for m in ("saliency", "integrated_gradients", "gradient_shap", "input_x_gradient", "deeplift",
                                 "smoothgrad", "occlusion")})
 

@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_PERCENTS",
     "feature_count",
     "importance_scores",
+    "interval_verdict",
     "mask_inputs",
     "mean_ci",
     "representation_shift",
@@ -146,6 +147,11 @@ def mean_ci(values: np.ndarray | torch.Tensor, level: float = 0.95) -> tuple[flo
     sem = float(v.std(ddof=1)) / np.sqrt(n)
     half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sem
     return mean, mean - half, mean + half
+
+
+def interval_verdict(low: float, high: float) -> str:
+    """``above`` / ``below`` when a confidence interval of a difference excludes 0, else ``not resolved``."""
+    return "above" if low > 0 else "below" if high < 0 else "not resolved"
 
 
 def shift_curve(

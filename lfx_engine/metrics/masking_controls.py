@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from ..errors import ParameterError
-from .masking import mean_ci
+from .masking import interval_verdict, mean_ci
 
 __all__ = ["CONTROLS", "INPUT_CONTROLS", "RANDOM_INIT", "area_between", "control_areas", "control_scores",
            "curve_areas", "informative_features", "random_init_key"]
@@ -113,7 +113,7 @@ def area_between(areas: pd.DataFrame, methods: Sequence[str], controls: Sequence
             diff = (wide[method] - wide[control]).dropna().to_numpy()
             mean, lo, hi = mean_ci(diff, level)
             control_area = float(wide[control].mean())
-            verdict = "above" if lo > 0 else "below" if hi < 0 else "not resolved"
+            verdict = interval_verdict(lo, hi)
             rows.append({"method": method, "control": control, "area": float(wide[method].mean()),
                          "control_area": control_area, "difference": mean, "ci_low": lo, "ci_high": hi,
                          "relative": mean / control_area if control_area > 0 else np.nan,

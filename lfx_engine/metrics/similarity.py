@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 
 from ..errors import ParameterError
-from .masking import mean_ci
+from .masking import interval_verdict, mean_ci
 
 __all__ = ["DEFAULT_FRACTIONS", "similarity_rates"]
 
@@ -88,4 +88,4 @@ def _verdict(differences: np.ndarray) -> str:
     if np.allclose(differences, 0.0):
         return "not resolved"
     _, lo, hi = mean_ci(differences)
-    return "above" if lo > 0 else "below" if hi < 0 else "not resolved"
+    return interval_verdict(lo, hi)
