@@ -162,15 +162,39 @@ def pick_model(page: str, *, tasks: Sequence[str] | None = None, container=None)
     return explorer.choice(name)
 
 
+_SAMPLE_MEMORY = "_lfx_sample_per_dataset"
+_SAMPLE_DATASET = "_lfx_sample_dataset"
+
+
 def current_sample(name: str) -> int:
-    """The shared test-sample index, clamped to the model's test split (0 when unset)."""
-    size = get_explorer().test_size(name)
+    """The shared test-sample index, clamped to the model's test split (0 when unset).
+
+    The sample is remembered per dataset: switching to a dataset whose test split lacks the current sample
+    shows #0 there (with a note, not a warning: nothing is wrong), and switching back restores the sample.
+    """
+    explorer = get_explorer()
+    size = explorer.test_size(name)
+    dataset = explorer.choice(name).dataset
+    memory: dict[str, int] = st.session_state.setdefault(_SAMPLE_MEMORY, {})
+    previous = st.session_state.get(_SAMPLE_DATASET)
     index = state.get("sample")
+    switched = previous is not None and previous != dataset
+    if switched and isinstance(index, int):
+        memory[previous] = index
+        remembered = memory.get(dataset)
+        if isinstance(remembered, int) and 0 <= remembered < size:
+            index = remembered
+    st.session_state[_SAMPLE_DATASET] = dataset
     if not isinstance(index, int) or not 0 <= index < size:
-        if index is not None:
+        if index is not None and switched:
+            st.info(f"Sample #{index} is not in this test split (0..{size - 1}); showing #0. Switching back to "
+                    f"{explorer.dataset_title(previous)} brings #{index} back.")
+        elif index is not None:
             st.warning(f"Sample #{index} does not exist in this test split (0..{size - 1}); showing #0.")
         index = 0
-        state.set("sample", 0)
+    if index != state.get("sample"):
+        state.set("sample", index)
+    memory[dataset] = index
     return index
 
 

@@ -34,24 +34,52 @@ def input_image(x: np.ndarray, size: int = DISPLAY_SIZE) -> np.ndarray:
     return upscale((_channels_last(x) * 255).round().astype(np.uint8), size)
 
 
+#: Colour maps offered for |attr| (sequential, dark = 0) and for the signed view (diverging, white = 0).
+SEQUENTIAL_CMAPS = ("inferno", "viridis", "magma", "hot", "Greys")
+DIVERGING_CMAPS = ("RdBu_r", "coolwarm", "PuOr_r", "PiYG")
+
+
 def heatmap(attr: np.ndarray, size: int = DISPLAY_SIZE, cmap: str = "inferno",
-            peak: float | None = None) -> np.ndarray:
-    """A non-negative (H,W) or (1,H,W) importance map, scaled to its max (or to a shared ``peak``), as RGB uint8."""
-    a = np.abs(np.asarray(attr, dtype=np.float32)).reshape(attr.shape[-2:])
-    peak = float(a.max()) if peak is None else float(peak)
-    a = a / peak if peak > 0 else a
-    rgb = (colormaps[cmap](a)[..., :3] * 255).round().astype(np.uint8)
+            peak: float | None = None, signed: bool = False) -> np.ndarray:
+    """An importance map (H,W) or (1,H,W) as RGB uint8, scaled to its max |value| (or to a shared ``peak``).
+
+    ``signed=False`` draws |attr| on a sequential map (0 → the map's low end); ``signed=True`` draws the signed
+    value on a diverging map centred on 0 (−peak → low end, +peak → high end).
+    """
+    a = np.asarray(attr, dtype=np.float32).reshape(attr.shape[-2:])
+    if not signed:
+        a = np.abs(a)
+    peak = float(np.abs(a).max()) if peak is None else float(peak)
+    a = a / peak if peak > 0 else np.zeros_like(a)
+    if signed:
+        a = (np.clip(a, -1.0, 1.0) + 1.0) / 2.0
+    rgb = (colormaps[cmap](np.clip(a, 0.0, 1.0))[..., :3] * 255).round().astype(np.uint8)
     return upscale(rgb, size)
 
 
-def overlay(x: np.ndarray, attr: np.ndarray, size: int = DISPLAY_SIZE, alpha: float = 0.55) -> np.ndarray:
-    """The input in grey with the heat map blended on top."""
+def overlay(x: np.ndarray, attr: np.ndarray, size: int = DISPLAY_SIZE, alpha: float = 0.85,
+            cmap: str = "inferno") -> np.ndarray:
+    """The input in grey with the heat map blended on top, opaque where the importance is high.
+
+    The blend weight of each pixel grows with its normalised |attr|, so unimportant pixels keep the input's
+    own grey (dark images stay readable: no dark colour is laid over a dark background) and important ones take
+    the colour map's bright end.
+    """
     base = _channels_last(x)
     grey = base if base.ndim == 2 else base.mean(axis=2)
     grey_rgb = np.repeat(grey[..., None], 3, axis=2)
-    heat = heatmap(attr, size=attr.shape[-1]).astype(np.float32) / 255.0
-    mixed = (1 - alpha) * grey_rgb + alpha * heat
+    a = np.abs(np.asarray(attr, dtype=np.float32)).reshape(attr.shape[-2:])
+    peak = float(a.max())
+    weight = (a / peak if peak > 0 else np.zeros_like(a))[..., None] * alpha
+    heat = heatmap(attr, size=attr.shape[-1], cmap=cmap).astype(np.float32) / 255.0
+    mixed = (1 - weight) * grey_rgb + weight * heat
     return upscale((np.clip(mixed, 0, 1) * 255).round().astype(np.uint8), size)
+
+
+def colorbar(cmap: str, width: int = DISPLAY_SIZE, height: int = 12) -> np.ndarray:
+    """A horizontal colour bar (RGB uint8) of ``cmap`` from its low end (left) to its high end (right)."""
+    ramp = np.linspace(0.0, 1.0, width)[None, :].repeat(height, axis=0)
+    return (colormaps[cmap](ramp)[..., :3] * 255).round().astype(np.uint8)
 
 
 def png_bytes(img: np.ndarray) -> bytes:
@@ -120,17 +148,25 @@ def grid(images: list[np.ndarray], columns: int, gap: int = 4) -> np.ndarray:
     return np.concatenate(out, axis=0)
 
 
-def attribution_table(attr_maps: dict[str, np.ndarray]) -> "pd.DataFrame":
-    """Per-method importance maps ((H,W) or (T,)) as one long table for CSV downloads."""
+def attribution_table(attr_maps: dict[str, np.ndarray],
+                      signed_maps: dict[str, np.ndarray] | None = None) -> "pd.DataFrame":
+    """Per-method maps ((H,W) or (T,)) as one long table for CSV downloads.
+
+    ``importance`` is the displayed magnitude; with ``signed_maps`` an ``attribution`` column holds the signed
+    value (channel mean), so a reader can tell features that raise the similarity from those that lower it.
+    """
     import pandas as pd
 
     frames = []
     for method, amap in attr_maps.items():
         a = np.asarray(amap)
         if a.ndim == 1:
-            frames.append(pd.DataFrame({"method": method, "t": np.arange(a.size), "importance": a}))
+            frame = pd.DataFrame({"method": method, "t": np.arange(a.size), "importance": a.ravel()})
         else:
             rows, cols = np.indices(a.shape)
-            frames.append(pd.DataFrame({"method": method, "row": rows.ravel(), "col": cols.ravel(),
-                                        "importance": a.ravel()}))
+            frame = pd.DataFrame({"method": method, "row": rows.ravel(), "col": cols.ravel(),
+                                  "importance": a.ravel()})
+        if signed_maps is not None and method in signed_maps:
+            frame["attribution"] = np.asarray(signed_maps[method]).ravel()
+        frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

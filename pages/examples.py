@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from lfx_engine.example_importance import HESSIANS
+from lfx_engine.example_importance import HESSIANS, SIGNED_METHODS, bottom_meaning
 from lfx_engine.explorer import EXAMPLE_METHODS
-from lfx_ui import charts, images, router, state
+from lfx_ui import charts, figures, images, router, state
 from lfx_ui.engine import get_explorer, pick_model, progress_reporter, user_errors
 from lfx_ui.widgets import sample_picker
 
@@ -64,9 +64,9 @@ controls = st.columns([3, 1, 1])
 methods = state.choose_many("xmethods", "Example-importance methods", EXAMPLE_METHODS, widget_key="ex_methods",
                             default=DEFAULT_METHODS, format_func=charts.title, container=controls[0])
 default_n = 1000 if explorer.device.type == "cuda" else 200
-n = controls[1].selectbox("Subset size n", SIZES, index=SIZES.index(default_n), key="ex_n",
+n = controls[1].selectbox("Subset size n", SIZES, index=SIZES.index(default_n), key="ex_n", bind="query-params",
                           help="Class-balanced training (and test) subset of METHOD §6; the paper uses 1000.")
-k = controls[2].slider("k shown", min_value=3, max_value=20, value=8, key="ex_k")
+k = controls[2].slider("k shown", min_value=3, max_value=20, value=8, key="ex_k", bind="query-params")
 
 subsets = None
 with user_errors():
@@ -112,33 +112,58 @@ def params_inputs(method: str) -> dict[str, Any]:
     for col, (key, value) in zip(cols, current.items()):
         if key == "hessian":
             values[key] = col.selectbox("Hessian", HESSIANS, index=HESSIANS.index(value), key=f"ex_{method}_{key}",
-                                        help=PARAM_HELP.get(key))
+                                        bind="query-params", help=PARAM_HELP.get(key))
         elif isinstance(value, int):
             values[key] = col.number_input(key.replace("_", " "), min_value=1, value=int(value), step=1,
-                                           key=f"ex_{method}_{key}", help=PARAM_HELP.get(key))
+                                           key=f"ex_{method}_{key}", bind="query-params", help=PARAM_HELP.get(key))
         else:
             values[key] = col.number_input(LABELS.get(key, key.replace("_", " ")), min_value=0.0, value=float(value),
-                                           format="%g", key=f"ex_{method}_{key}", help=PARAM_HELP.get(key))
+                                           format="%g", key=f"ex_{method}_{key}", bind="query-params", help=PARAM_HELP.get(key))
     return values
 
 
+ROLE_WORDS = {"proponent": "proponent", "opponent": "opponent", "neutral": "neutral", "used": "weight > 0",
+              "unused": "weight ≈ 0", "near": "near", "far": "far"}
+
+
+def bottom_heading(method: str, part: pd.DataFrame) -> str:
+    """The bottom gallery's heading, naming what those rows are for this method."""
+    roles = set(part["role"])
+    if roles == {"opponent"}:
+        return f"Bottom {k}: strongest opponents (negative scores)"
+    if roles == {"unused"}:
+        return f"Bottom {k}: unused by SimplEx (weight ≈ 0, order arbitrary)"
+    if method in ("dknn", "cosine"):
+        return f"Bottom {k}: least similar in latent space"
+    return f"Bottom {k}: lowest scores"
+
+
 def show_examples(method: str, row: np.ndarray) -> None:
-    """Top-k and bottom-k galleries with scores and labels, and downloads."""
-    ranking = explorer.example_ranking(name, row, n)
+    """Top-k and bottom-k galleries with scores, labels and roles, and downloads."""
+    ranking = explorer.example_ranking(name, row, n, method=method)
     top, bottom = ranking.head(k), ranking.tail(k).iloc[::-1]
-    _, label = explorer.sample(name, sample)
-    m1, m2, m3 = st.columns(3)
+    x_sample, label = explorer.sample(name, sample)
+    m1, m2, m3, m4 = st.columns(4)
     if labelled:
         m1.metric(f"Same class in top {k}", f"{int((top['label'] == label).sum())}/{k}")
         m2.metric(f"Same class in bottom {k}", f"{int((bottom['label'] == label).sum())}/{k}")
     else:
         m1.metric("Labels", "none", help="Unlabelled data: class agreement cannot be counted.")
     m3.metric("Top score", f"{float(top['score'].iloc[0]):.4g}")
-    tiles = []
-    for heading, part in ((f"Top {k} — most important", top), (f"Bottom {k} — least important", bottom)):
+    counts = ranking["role"].value_counts()
+    if method in SIGNED_METHODS:
+        m4.metric("Opponents", f"{int(counts.get('opponent', 0))}/{len(ranking)}",
+                  help="Training examples with a negative score: training on them raised this input's loss.")
+    elif method == "simplex":
+        m4.metric("Used by SimplEx", f"{int(counts.get('used', 0))}/{len(ranking)}",
+                  help="Examples with a weight of at least 1/1000 of the largest; the others are ≈ 0.")
+    tiles, sections = [], []
+    for heading, part in ((f"Top {k}: most important", top), (bottom_heading(method, bottom), bottom)):
         st.markdown(f"**{heading}**")
         x = explorer.train_inputs(name, part["train_index"].to_numpy())
-        captions = [f"#{int(r.train_index)} · {r['class']} · {r.score:.3g}" for _, r in part.iterrows()]
+        captions = [f"#{int(r.train_index)} · {r['class']} · {r.score:.3g}" + (
+            f" · {ROLE_WORDS[r.role]}" if r.role in ("opponent", "unused", "neutral") else "")
+            for _, r in part.iterrows()]
         if series:
             frame = pd.concat([pd.DataFrame({"t": np.arange(b.shape[0]), "value": b[:, 0], "tile": c, "order": i})
                                for i, (b, c) in enumerate(zip(x, captions))], ignore_index=True)
@@ -148,21 +173,31 @@ def show_examples(method: str, row: np.ndarray) -> None:
         else:
             thumbs = [images.thumbnail(xi, size=112) for xi in x]
             st.image(thumbs, caption=captions, width=112, output_format="PNG")
-            tiles.extend(thumbs)
+            sections.append((heading, [figures.Panel(image=t, caption=c) for t, c in zip(thumbs, captions)]))
+        if heading.startswith("Bottom"):
+            st.caption(f"{charts.title(method)}'s least important rows are {bottom_meaning(method)}.")
     st.caption("Captions: training-split index · class · score (larger = more important).")
     stem = f"examples_{name}_{method}_sample{sample}_n{n}"
     if series:
-        top_chart = tiles[0][1] & tiles[1][1]
+        top_chart = (tiles[0][1].properties(title=f"{choice.label} · {charts.title(method)} · test #{sample}: "
+                                            f"{tiles[0][0]}") & tiles[1][1].properties(title=tiles[1][0]))
         charts.downloads(stem, csv=ranking, chart=top_chart, key=f"ex_{method}")
     else:
-        charts.downloads(stem, csv=ranking, png=charts.image_png(images.grid(tiles, k)), key=f"ex_{method}")
-    with st.expander("Scores and labels (table)"):
+        query = [("Test input", [figures.Panel(image=images.thumbnail(x_sample[0].numpy(), size=112),
+                                               caption=f"#{sample} · {explorer.label_name(dataset, label)}")])]
+        charts.downloads(stem, csv=ranking, key=f"ex_{method}", png=lambda: figures.figure_png(
+            figures.labelled_figure(
+                f"{choice.label} · {charts.title(method)} · test #{sample} "
+                f"(class {explorer.label_name(dataset, label)}) · training subset n = {n}",
+                query + sections,
+                note=f"Captions: training index · class · score. Bottom rows: {bottom_meaning(method)}.")))
+    with st.expander("Scores, labels and roles (table)"):
         st.dataframe(pd.concat([top.assign(selection="top"), bottom.assign(selection="bottom")]),
                      hide_index=True, width="stretch")
 
 
 tab_labels = [charts.title(m) for m in methods] + [RATES_TAB]
-tabs = st.tabs(tab_labels, key="ex_tab", on_change="rerun")
+tabs = st.tabs(tab_labels, key="ex_tab", bind="query-params", on_change="rerun")
 
 for tab, method in zip(tabs, methods):
     with tab:
@@ -184,7 +219,8 @@ for tab, method in zip(tabs, methods):
                     st.form_submit_button(f"Compute {charts.title(method)} for sample #{sample}", type="primary",
                                           on_click=request, args=(f"ex_go_{method}",))
                 submitted = st.session_state.pop(f"ex_go_{method}", False)
-                if submitted:
+                if submitted or (values and f"ex_params_{method}" not in st.session_state and values != params):
+                    # submitted, or settings restored from a link (the form shows them): they apply
                     st.session_state[f"ex_params_{method}"] = values
                     params = saved_params(method)
                 row = explorer.sample_example_scores(name, method, sample, n, params=params, compute=False)

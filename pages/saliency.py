@@ -13,7 +13,7 @@ import math
 import numpy as np
 import streamlit as st
 
-from lfx_ui import charts, images, router, safe, state, upload
+from lfx_ui import charts, figures, images, router, safe, state, upload
 from lfx_ui.engine import (
     current_sample,
     get_explorer,
@@ -69,7 +69,7 @@ def _goto() -> None:
 
 
 # ---------------------------------------------------------------------------- input choice
-gallery_tab, map_tab, upload_tab = st.tabs([TAB_GALLERY, TAB_MAP, TAB_UPLOAD], key="sal_source",
+gallery_tab, map_tab, upload_tab = st.tabs([TAB_GALLERY, TAB_MAP, TAB_UPLOAD], key="sal_source", bind="query-params",
                                            on_change="rerun")
 
 with gallery_tab:
@@ -172,23 +172,47 @@ with upload_tab:
 
 
 # ---------------------------------------------------------------------------- per-sample panel
+VIEWS = {"both": "|attr| and signed", "magnitude": "|attr| only", "signed": "signed only"}
+
+
+def view_settings() -> tuple[str, str, str]:
+    """Heat-map view, |attr| colour map and signed colour map (kept in the link)."""
+    v0, v1, v2 = st.columns([2, 1, 1])
+    view = v0.segmented_control("Heat maps", list(VIEWS), format_func=VIEWS.get, default="both", required=True,
+                                key="sal_view", bind="query-params",
+                                help="|attr|: how much each pixel matters. Signed: red raises the similarity "
+                                     "⟨f(x), f(x̃)⟩ to the explained input, blue lowers it.")
+    cmap = v1.selectbox("|attr| colours", images.SEQUENTIAL_CMAPS, key="sal_cmap", bind="query-params")
+    signed_cmap = v2.selectbox("Signed colours", images.DIVERGING_CMAPS, key="sal_scmap", bind="query-params",
+                               help="Diverging: white is 0, the two ends are ±max |attr|.")
+    return view or "both", cmap, signed_cmap
+
+
+def colour_bar(box, cmap: str, peak: float, signed: bool) -> None:
+    """A colour bar under a heat map, with its scale in attribution units."""
+    box.image(images.colorbar(cmap, width=images.DISPLAY_SIZE), output_format="PNG",
+              caption=(f"−{peak:.2g}  ·  0  ·  +{peak:.2g}" if signed else f"0  …  {peak:.2g}"))
+
+
 @st.fragment
 def sample_panel(x: np.ndarray, heading: str, index: int | None, digest: str | None, x_tensor) -> None:
-    """Input, heat map and overlay for every chosen method (reruns alone when methods change)."""
+    """Input, heat maps and overlay for every chosen method (reruns alone when methods change)."""
     methods = state.choose_many("methods", "Attribution methods", explorer.feature_methods(name), widget_key="sal_methods",
                                 default=DEFAULT_METHODS, format_func=charts.title)
+    view, cmap, signed_cmap = view_settings()
     state.write_to_url()  # a fragment rerun skips the router's URL update
     if not methods:
         st.info("Pick at least one attribution method.")
         return
-    maps, seconds = {}, {}
+    maps, signed_maps, seconds = {}, {}, {}
     for method in methods:
         with user_errors(), st.spinner(f"{charts.title(method)}…", show_time=True):
             if index is not None:
                 attr, spent = timed(lambda: sample_attribution(name, index, method))
             else:
                 attr, spent = timed(lambda: upload_attribution(name, digest, x_tensor, method))
-            maps[method] = explorer.display_map(attr[None])[0]
+            signed_maps[method] = explorer.display_map(attr[None], signed=True)[0]
+            maps[method] = np.abs(signed_maps[method])
             seconds[method] = spent
     if not maps:
         return
@@ -200,28 +224,43 @@ def sample_panel(x: np.ndarray, heading: str, index: int | None, digest: str | N
                    "(cached results are instant).")
     cols[2].metric("Latent dimension", choice.latent_dim)
     cols[3].metric("Input shape", "×".join(str(s) for s in x.shape))
+    stem = f"{name}_{heading}"
     if series:
         beat = x[:, 0]
         for method, amap in maps.items():
             st.markdown(f"**{charts.title(method)}** · {seconds[method] * 1000:.0f} ms · "
                         f"peak |attr| {float(np.max(amap)):.3g}")
             st.altair_chart(charts.ecg_importance(beat, amap, None), width="stretch")
-            table = images.attribution_table({method: amap}).assign(value=beat)
+            table = images.attribution_table({method: amap}, {method: signed_maps[method]}).assign(value=beat)
             titled = charts.ecg_importance(beat, amap, f"{heading}: {charts.title(method)}").properties(width=700)
-            charts.downloads(f"{name}_{heading}_{method}", csv=table, chart=titled, key=f"sal_{method}")
+            charts.downloads(f"{stem}_{method}", csv=table, chart=titled, key=f"sal_{method}")
         return
-    tiles = []
+    shown = ["input", *(["magnitude"] if view != "signed" else []), *(["signed"] if view != "magnitude" else []),
+             "overlay"]
+    overlays = {}
     for method, amap in maps.items():
-        row = [images.input_image(x), images.heatmap(amap), images.overlay(x, amap)]
-        tiles.extend(row)
-        c0, c1, c2, c3 = st.columns([1.1, 1, 1, 1])
-        c0.markdown(f"**{charts.title(method)}**  \n{seconds[method] * 1000:.0f} ms  \n"
-                    f"peak |attr| {float(np.max(amap)):.3g}")
-        c1.image(row[0], caption="input", output_format="PNG")
-        c2.image(row[1], caption="heat map (|attr|, ÷ max)", output_format="PNG")
-        c3.image(row[2], caption="overlay", output_format="PNG")
-    charts.downloads(f"{name}_{heading}_saliency", csv=images.attribution_table(maps),
-                     png=charts.image_png(images.grid(tiles, 3)), key="sal_maps")
+        peak = float(np.max(amap))
+        overlays[method] = images.overlay(x, amap, cmap=cmap)
+        tiles = {"input": (images.input_image(x), "input"),
+                 "magnitude": (images.heatmap(amap, cmap=cmap), "heat map |attr| (÷ max)"),
+                 "signed": (images.heatmap(signed_maps[method], cmap=signed_cmap, signed=True),
+                            "signed attribution"),
+                 "overlay": (overlays[method], "overlay (opaque where |attr| is high)")}
+        columns = st.columns([1.1] + [1] * len(shown))
+        columns[0].markdown(f"**{charts.title(method)}**  \n{seconds[method] * 1000:.0f} ms  \n"
+                            f"peak |attr| {peak:.3g}")
+        for col, what in zip(columns[1:], shown):
+            img, caption = tiles[what]
+            col.image(img, caption=caption, output_format="PNG")
+            if what in ("magnitude", "signed"):
+                colour_bar(col, cmap if what == "magnitude" else signed_cmap, peak, what == "signed")
+    titled = {m: (charts.title(m), maps[m], signed_maps[m]) for m in maps}
+    charts.downloads(f"{stem}_saliency", csv=images.attribution_table(maps, signed_maps),
+                     png=lambda: figures.saliency_figure(
+                         f"{choice.label} · {heading}", images.input_image(x), titled, cmap, signed_cmap, overlays,
+                         note="Each method's maps are scaled to its own max |attr| (colour bars in attribution "
+                              "units). Signed: positive raises ⟨f(x), f(x̃)⟩, negative lowers it."),
+                     key="sal_maps")
 
 
 st.divider()

@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 import apptest_helpers  # noqa: E402
 from apptest_helpers import ok, texts  # noqa: E402
 from browser.tiny_zoo import ENTRIES, build_tiny_zoo, find_real_data  # noqa: E402
+from lfx_engine.example_importance import bottom_meaning  # noqa: E402
 from lfx_engine.explorer import EXAMPLE_METHODS, FEATURE_METHODS  # noqa: E402
 from lfx_ui import upload  # noqa: E402
 
@@ -91,7 +92,8 @@ def test_saliency_every_method(name: str) -> None:
         assert len(charts(at)) == len(FEATURE_METHODS)  # one shaded beat per method
         assert len(at.image) == GALLERY
     else:
-        assert len(at.image) == GALLERY + 3 * len(FEATURE_METHODS)  # input, heat map, overlay per method
+        # per method: input, |attr| + colour bar, signed + colour bar, overlay
+        assert len(at.image) == GALLERY + 6 * len(FEATURE_METHODS)
     assert at.query_params["methods"] == ",".join(FEATURE_METHODS)
     assert at.query_params["sample"] == "3"
 
@@ -134,7 +136,7 @@ def test_deep_link_restores_the_view() -> None:
     assert at.selectbox(key="saliency_model").value == "mnist_betavae_b1_run1"
     assert at.multiselect(key="sal_methods").value == ["saliency"]
     assert "Test sample #5" in texts(at)
-    assert len(at.image) == GALLERY + 3
+    assert len(at.image) == GALLERY + 6
     assert dict(at.query_params) | query == dict(at.query_params)
     # the same link on the other pages keeps the selection
     at.switch_page("pages/masking.py").run()
@@ -148,7 +150,13 @@ def test_switching_dataset_keeps_every_widget_in_range() -> None:
     at.selectbox(key="saliency_dataset").select("ecg5000").run()
     ok(at)
     assert at.session_state["sel_model"] == "ecg5000_lstm_ae" and at.session_state["sel_sample"] == 0
-    assert "does not exist" in texts(at)
+    assert "is not in this test split" in texts(at) and "brings #5000 back" in texts(at)
+    assert not at.warning  # a switch is not a problem: no warning, no claim about a link
+    at.selectbox(key="saliency_dataset").select("mnist").run()
+    assert ok(at).session_state["sel_sample"] == 5000  # the MNIST sample comes back
+    assert "Test sample #5000" in texts(at)
+    at.selectbox(key="saliency_dataset").select("ecg5000").run()
+    assert ok(at).session_state["sel_sample"] == 0
     at.switch_page("pages/masking.py").run()
     at.selectbox(key="masking_dataset").select("mnist").run()
     at.slider(key="mask_n").set_value(1500)
@@ -326,6 +334,17 @@ def test_examples_every_method(name: str) -> None:
             ok(_submit(at, "Compute"))
         metrics = {m.label: m.value for m in at.metric}
         assert "Same class in top 8" in metrics and "Top score" in metrics
+        # the bottom rows are named for what they are, per method
+        assert f"{label}'s least important rows are {bottom_meaning(method)}" in texts(at)
+        table = at.dataframe[-1].value
+        assert set(table["role"]) <= {"proponent", "opponent", "neutral", "used", "unused", "near", "far"}
+        if gradient:
+            opponents, total = map(int, metrics["Opponents"].split("/"))
+            assert total == 100 and opponents >= int((table["score"] < 0).sum())
+            assert (table.loc[table["role"] == "opponent", "score"] < 0).all()
+        if method == "simplex":
+            assert "Used by SimplEx" in metrics
+            assert (table.loc[table["role"] == "unused", "score"] < 1e-3 * table["score"].max()).all()
         if MODELS[name] == "ecg5000":
             assert len(charts(at)) == 2  # top and bottom beats
         else:

@@ -21,6 +21,7 @@ from lfx_engine.example_importance import (
     cosine_scores,
     dknn_scores,
     encode,
+    example_roles,
     influence_scores,
     simplex_scores,
     tracin_scores,
@@ -246,11 +247,12 @@ class ExampleViews(ExplorerCore):
             return None
         return cache.cached("example_rows", key, scores)["scores"]
 
-    def example_ranking(self, name: str, scores: np.ndarray, n: int = 1000) -> pd.DataFrame:
+    def example_ranking(self, name: str, scores: np.ndarray, n: int = 1000, method: str | None = None) -> pd.DataFrame:
         """Training-subset examples sorted from most to least important for one test input.
 
         Columns: ``rank`` (1 = most important), ``position`` (in the training subset),
-        ``train_index`` (in the training split), ``score``, ``label``, ``class``.
+        ``train_index`` (in the training split), ``score``, ``label``, ``class``, and with ``method``
+        a ``role`` (proponent / opponent, used / unused, near / far: :func:`example_roles`).
         """
         train_idx, _ = self.example_subsets(name, n)
         scores = np.asarray(scores, dtype=np.float64).ravel()
@@ -261,6 +263,9 @@ class ExampleViews(ExplorerCore):
         y_train = self.train_data(name)[1].numpy()
         dataset = self.choice(name).dataset
         labels = y_train[train_idx[order]]
-        return pd.DataFrame({"rank": np.arange(1, len(order) + 1), "position": order,
-                             "train_index": train_idx[order], "score": scores[order], "label": labels,
-                             "class": [self.label_name(dataset, int(c)) for c in labels]})
+        frame = pd.DataFrame({"rank": np.arange(1, len(order) + 1), "position": order,
+                              "train_index": train_idx[order], "score": scores[order], "label": labels,
+                              "class": [self.label_name(dataset, int(c)) for c in labels]})
+        if method is not None:
+            frame["role"] = example_roles(method, scores[order])
+        return frame

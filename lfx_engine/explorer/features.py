@@ -30,12 +30,18 @@ class FeatureViews(ExplorerCore):
                                       device=self.device, **kwargs)
         return attr.numpy()
 
-    def display_map(self, attr: np.ndarray) -> np.ndarray:
-        """|attribution| averaged over channels: (N,H,W) for images, (N,T) for series."""
+    def display_map(self, attr: np.ndarray, signed: bool = False) -> np.ndarray:
+        """Attribution averaged over channels: (N,H,W) for images, (N,T) for series.
+
+        ``signed=False`` gives its magnitude (the heat map); ``signed=True`` keeps the sign, so a view can tell
+        features that raise ⟨f(x), f(x̃)⟩ from those that lower it. ``|display_map(a, True)| == display_map(a)``.
+        """
         t = torch.as_tensor(attr)
         if t.dim() == 4:
-            return aggregate_channels(t, "mean").abs()[:, 0].numpy()
-        return t.abs().sum(dim=-1).numpy()
+            mean = aggregate_channels(t, "mean")[:, 0]
+        else:
+            mean = t.sum(dim=-1)
+        return (mean if signed else mean.abs()).numpy()
 
     def unit_maps(self, name: str, x: torch.Tensor, method: str = "gradient_shap", seed: int = 0) -> np.ndarray:
         """Per-latent-unit saliency |z_j · A_j| (N, d, H, W) of a VAE."""
