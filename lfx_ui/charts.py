@@ -196,8 +196,8 @@ def masking_curves(summary: pd.DataFrame, heading: str, height: int = 380) -> al
                       legend=alt.Legend(symbolType="circle", symbolOpacity=1))
     band = alt.Chart(frame).mark_area(opacity=0.18).encode(
         x=x, y=alt.Y("ci_low:Q", title="representation shift ‖f(x) − f(x̃)‖²"), y2="ci_high:Q", color=color)
-    line = alt.Chart(frame).mark_line(point=True).encode(
-        x=x, y="mean:Q", color=color,
+    line = alt.Chart(frame).mark_line(point=alt.OverlayMarkDef(size=45, filled=True)).encode(
+        x=x, y="mean:Q", color=color, shape=alt.Shape("method_title:N", title="method (band: 95% CI)"),
         strokeDash=_DASH_CONTROL,
         tooltip=[alt.Tooltip("method_title:N", title="method"), "percent:Q", "M:Q",
                  alt.Tooltip("mean:Q", format=".4g"), alt.Tooltip("ci_low:Q", format=".4g"),
@@ -212,14 +212,32 @@ def sample_masking_curve(curve: pd.DataFrame, heading: str, height: int = 300) -
     frame = curve.copy()
     frame["method_title"] = frame["method"].map(title)
     frame["control"] = np.where(frame["method"].map(is_control), "control", "attribution")
-    return alt.Chart(frame).mark_line(point=True).encode(
+    return alt.Chart(frame).mark_line(point=alt.OverlayMarkDef(size=45, filled=True)).encode(
         x=alt.X("percent:Q", title="% of features masked"),
         y=alt.Y("mean:Q", title="shift ‖f(x) − f(x̃)‖²"),
         color=alt.Color("method_title:N", title="method", scale=method_color(frame["method"])),
+        shape=alt.Shape("method_title:N", title="method"),
         strokeDash=_DASH_CONTROL,
         tooltip=[alt.Tooltip("method_title:N", title="method"), "percent:Q", "M:Q",
                  alt.Tooltip("mean:Q", format=".4g", title="shift")],
     ).properties(height=height, title=heading)
+
+
+def ecg_masked_views(frame: pd.DataFrame, heading: str, width: int = 170, height: int = 90) -> alt.FacetChart:
+    """Small multiples, one per masking level: the original beat (grey), the masked beat (colour) and the
+    masked time steps shaded. ``frame`` has ``t``, ``original``, ``value``, ``masked`` (bool), ``level``
+    (facet title) and ``percent`` (facet order)."""
+    data = frame.assign(t_end=frame["t"] + 1)
+    x = alt.X("t:Q", title="time step")
+    shade = alt.Chart().transform_filter(alt.datum.masked).mark_rect(color="#fde68a", opacity=0.8).encode(
+        x=x, x2="t_end:Q")
+    original = alt.Chart().mark_line(color="#9ca3af", strokeWidth=1).encode(
+        x=x, y=alt.Y("original:Q", title="signal", scale=alt.Scale(zero=False)))
+    masked = alt.Chart().mark_line(color="#c2410c", strokeWidth=1.4).encode(x=x, y="value:Q")
+    return alt.layer(shade, original, masked, data=data).properties(width=width, height=height).facet(
+        facet=alt.Facet("level:N", title=None, sort=alt.SortField("percent")), columns=4,
+    ).properties(title=alt.TitleParams(heading, subtitle="grey: the beat · orange: masked beat · "
+                                                         "yellow: masked time steps"))
 
 
 # --------------------------------------------------------------------------- example importance

@@ -103,13 +103,13 @@ def _sample_masking_curve(name: str, sha: str, index: int, methods: tuple[str, .
     return get_explorer().sample_masking_curve(name, index, list(methods))
 
 
-def masked_views(name: str, index: int, method: str) -> tuple[np.ndarray, list[int]]:
+def masked_views(name: str, index: int, method: str) -> tuple[np.ndarray, list[int], np.ndarray]:
     """One test input masked at each level of METHOD §7.1 by ``method`` (cached)."""
     return _masked_views(name, checkpoint_sha(name), index, method)
 
 
 @st.cache_data(max_entries=128, show_spinner=False)
-def _masked_views(name: str, sha: str, index: int, method: str) -> tuple[np.ndarray, list[int]]:
+def _masked_views(name: str, sha: str, index: int, method: str) -> tuple[np.ndarray, list[int], np.ndarray]:
     explorer = get_explorer()
     x, _ = explorer.sample(name, index)
     return explorer.masked_views(name, x, method)

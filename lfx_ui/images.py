@@ -126,9 +126,24 @@ def series_thumbnail(values: np.ndarray, width: int = 120, height: int = 64, pad
     return np.asarray(canvas)
 
 
-def masked_image(x_masked: np.ndarray, size: int = DISPLAY_SIZE) -> np.ndarray:
-    """A masked input (C,H,W) as a crisp tile (same conversion as :func:`input_image`)."""
-    return input_image(x_masked, size)
+#: Colour that marks masked pixels (cyan: apart from the inferno/viridis heat maps and from grey inputs).
+MASK_COLOUR = np.array([34, 211, 238], dtype=np.float32) / 255.0
+
+
+def masked_image(x_masked: np.ndarray, mask: np.ndarray | None = None, size: int = DISPLAY_SIZE,
+                 alpha: float = 0.6) -> np.ndarray:
+    """A masked input (C,H,W) as a crisp tile; with ``mask`` (H,W), the masked pixels are tinted cyan.
+
+    The tint shows what was masked even where the input already equals the baseline (a black pixel masked
+    with a black baseline looks unchanged).
+    """
+    if mask is None:
+        return input_image(x_masked, size)
+    base = _channels_last(x_masked)
+    rgb = base if base.ndim == 3 else np.repeat(base[..., None], 3, axis=2)
+    m = np.asarray(mask, dtype=bool)[..., None]
+    tinted = np.where(m, (1 - alpha) * rgb + alpha * MASK_COLOUR, rgb)
+    return upscale((np.clip(tinted, 0, 1) * 255).round().astype(np.uint8), size)
 
 
 def grid(images: list[np.ndarray], columns: int, gap: int = 4) -> np.ndarray:

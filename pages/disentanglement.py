@@ -44,9 +44,24 @@ zoo = choice.source in BUILTIN_SOURCES
 vaes = explorer.vae_models(dataset, choice.source) if zoo else explorer.user_vaes(dataset)
 prefix = source_prefix(choice.source)
 runs = sorted({m.run for m in vaes})
-run = st.sidebar.selectbox("Run (unit-map grid)", runs, index=runs.index(choice.run), key="dis_run",
-                           help="The grid shows every VAE of this run; the selected VAE is drawn in bold.") \
-    if zoo else choice.run
+
+
+def _follow_run() -> None:
+    """The run selector changed: select the same (loss, β) VAE of that run, so the encoder and run agree."""
+    sibling = f"{name[: name.rfind('_run')]}_run{st.session_state['dis_run']}" if "_run" in name else None
+    if sibling in {m.name for m in vaes}:
+        state.set("model", sibling)
+        st.session_state["dis_model"] = sibling  # the encoder selectbox's own state (pick_model's widget key)
+
+
+if zoo:
+    if st.session_state.get("dis_run") != choice.run:  # the encoder was chosen elsewhere: the run follows it
+        st.session_state["dis_run"] = choice.run
+    run = st.sidebar.selectbox("Run (unit-map grid)", runs, key="dis_run", on_change=_follow_run,
+                               help="The grid shows every VAE of this run; the selected VAE is drawn in bold. "
+                                    "Changing the run selects the same loss and β in that run.")
+else:
+    run = choice.run
 size = explorer.test_size(name)
 n_test = study.subset_choice("dis", size, 200)
 missing = sorted({f"{prefix}{dataset}_{loss}_b{b}_run{run}" for loss in VAE_TASKS for b in (1, 5, 10)}
@@ -140,7 +155,7 @@ if result is not None:
     long = metrics.melt(id_vars=["model", "loss", "beta", "run"], value_vars=list(sc.METRIC_TITLES),
                         var_name="metric", value_name="value")
     most_runs = int(metrics.groupby(["loss", "beta"])["run"].nunique().max())
-    box = st.radio("Plot", ["strip", "box"], index=1 if most_runs >= 3 else 0, horizontal=True, key="dis_plot",
+    box = st.radio("Plot", ["strip", "box"], index=1 if most_runs >= 3 else 0, horizontal=True, key="dis_plot", bind="query-params",
                    format_func=lambda k: "Strip plot (one dot per model)" if k == "strip" else "Box plot + dots")
     chart = sc.disentanglement_metrics(long, reference, f"{get_spec(dataset).title} VAEs: unit-map metrics vs β "
                                        f"(n = {int(metrics['n_test'].iloc[0]):,})", box=box == "box")
@@ -182,10 +197,10 @@ if not explorer.has_decoder(name):
     st.info("This VAE has no decoder declared (decoder = '…' in the project file), so its codes cannot be decoded.")
     st.stop()
 ctrl = st.columns(3)
-span = ctrl[0].slider("Range around μ_j (±)", min_value=0.5, max_value=6.0, value=3.0, step=0.5, key="dis_span",
+span = ctrl[0].slider("Range around μ_j (±)", min_value=0.5, max_value=6.0, value=3.0, step=0.5, key="dis_span", bind="query-params",
                       help="Each row varies one unit over μ_j ± this range (prior N(0, 1)); the others keep the "
                            "sample's posterior mean.")
-steps = ctrl[1].slider("Steps per unit", min_value=3, max_value=11, value=7, step=2, key="dis_steps")
+steps = ctrl[1].slider("Steps per unit", min_value=3, max_value=11, value=7, step=2, key="dis_steps", bind="query-params")
 mu = None
 with user_errors():
     mu = study.latent_code(name, sample)

@@ -276,6 +276,7 @@ with tabs[-1]:
                         ready.append(m)
                     status.update(label="Score matrices computed (cached on disk)", state="complete",
                                   expanded=False)
+                st.rerun()  # redraw without the form: what it offered is now computed
         ready = [m for m in methods if m in ready]
         if ready:
             rates = None

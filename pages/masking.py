@@ -17,7 +17,7 @@ import pandas as pd
 import streamlit as st
 
 from lfx_engine.metrics.masking import DEFAULT_PERCENTS
-from lfx_ui import charts, images, router, state
+from lfx_ui import charts, figures, images, router, state
 from lfx_ui.engine import get_explorer, masked_views, pick_model, sample_masking_curve, user_errors
 from lfx_ui.widgets import sample_picker
 
@@ -65,7 +65,7 @@ if st.session_state.get("mask_n", 0) > limit:  # a larger test split was chosen 
 initial_n = None if "mask_n" in st.session_state else default_n
 small = limit < 20  # a user's small test split: any size from 1
 n_samples = right.slider("Test inputs in the subset (the first n of the test split)", min_value=1 if small else 10,
-                         max_value=limit, value=initial_n, step=1 if small else 10, key="mask_n",
+                         max_value=limit, value=initial_n, step=1 if small else 10, key="mask_n", bind="query-params",
                          help="Larger subsets give tighter bands but take longer the first time "
                               "(results are cached on disk afterwards).")
 if not methods:
@@ -137,35 +137,41 @@ if sample is not None:
         charts.downloads(f"masking_{name}_sample{sample}", csv=curve, chart=chart, key="mask_sample_curve")
 
     view_method = st.selectbox("Show the masked input for", [*methods, "random"], format_func=charts.title,
-                               key="mask_view_method")
+                               key="mask_view_method", bind="query-params")
     with user_errors():
-        views, counts = masked_views(name, sample, view_method)
+        views, counts, masks = masked_views(name, sample, view_method)
+        x_sample, label = explorer.sample(name, sample)
+        levels = [f"{p}% masked (M = {m})" for p, m in zip(DEFAULT_PERCENTS, counts)]
         if series:
-            frame = pd.concat([pd.DataFrame({"t": np.arange(v.shape[0]), "value": v[:, 0],
-                                             "masked": f"{p}% ({m} steps)", "percent": p})
-                               for v, p, m in zip(views, DEFAULT_PERCENTS, counts)], ignore_index=True)
-            import altair as alt
-
-            masked_chart = alt.Chart(frame).mark_line(strokeWidth=1.3).encode(
-                x=alt.X("t:Q", title="time step"), y=alt.Y("value:Q", title="signal", scale=alt.Scale(zero=False)),
-                color=alt.Color("masked:N", title="masked", sort=alt.SortField("percent")),
-            ).properties(height=260, title=f"Sample #{sample} with its top time steps replaced by the baseline "
-                                           f"({charts.title(view_method)})")
-            st.altair_chart(masked_chart, width="stretch")
+            original = x_sample[0, :, 0].numpy()
+            frame = pd.concat([pd.DataFrame({"t": np.arange(v.shape[0]), "original": original, "value": v[:, 0],
+                                             "masked": mk, "level": lvl, "percent": p})
+                               for v, mk, p, lvl in zip(views, masks, DEFAULT_PERCENTS, levels)],
+                              ignore_index=True)
+            masked_chart = charts.ecg_masked_views(
+                frame, f"Sample #{sample}: its top time steps by {charts.title(view_method)} set to the baseline")
+            st.altair_chart(masked_chart)
             charts.downloads(f"masked_{name}_sample{sample}_{view_method}", csv=frame, chart=masked_chart,
                              key="mask_views")
         else:
-            tiles = [images.masked_image(v, size=112) for v in views]
-            st.image(tiles, caption=[f"{p}% masked (M = {m})" for p, m in zip(DEFAULT_PERCENTS, counts)],
-                     width=112, output_format="PNG")
+            tiles = [images.masked_image(v, mk, size=112) for v, mk in zip(views, masks)]
+            st.image(tiles, caption=levels, width=112, output_format="PNG")
+            st.caption("Cyan marks the masked pixels (set to the baseline), so masking shows even where a pixel "
+                       "already equals the baseline.")
 
             def masked_table() -> pd.DataFrame:
                 frames = []
-                for v, p, m in zip(views, DEFAULT_PERCENTS, counts):
+                for v, mk, p, m in zip(views, masks, DEFAULT_PERCENTS, counts):
                     c, r, q = np.indices(v.shape)
                     frames.append(pd.DataFrame({"percent": p, "M": m, "channel": c.ravel(), "row": r.ravel(),
-                                                "col": q.ravel(), "value": v.ravel()}))
+                                                "col": q.ravel(), "value": v.ravel(),
+                                                "masked": np.broadcast_to(mk, v.shape).ravel()}))
                 return pd.concat(frames, ignore_index=True)
 
-            charts.downloads(f"masked_{name}_sample{sample}_{view_method}", csv=masked_table,
-                             png=charts.image_png(images.grid(tiles, len(tiles))), key="mask_views")
+            title = (f"{choice.label} · test #{sample} (class {explorer.label_name(dataset, label)}) · masked by "
+                     f"{charts.title(view_method)}")
+            charts.downloads(f"masked_{name}_sample{sample}_{view_method}", csv=masked_table, key="mask_views",
+                             png=lambda: figures.figure_png(figures.labelled_figure(
+                                 title, [("masked input", [figures.Panel(image=t, caption=c)
+                                                           for t, c in zip(tiles, levels)])],
+                                 note="Cyan: masked pixels, set to the baseline.")))

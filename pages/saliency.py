@@ -172,15 +172,16 @@ with upload_tab:
 
 
 # ---------------------------------------------------------------------------- per-sample panel
-VIEWS = {"both": "|attr| and signed", "magnitude": "|attr| only", "signed": "signed only"}
+#: Heat-map views (the labels are also the link's values).
+VIEWS = ("both", "magnitude", "signed")
 
 
 def view_settings() -> tuple[str, str, str]:
     """Heat-map view, |attr| colour map and signed colour map (kept in the link)."""
     v0, v1, v2 = st.columns([2, 1, 1])
-    view = v0.segmented_control("Heat maps", list(VIEWS), format_func=VIEWS.get, default="both", required=True,
+    view = v0.segmented_control("Heat maps", VIEWS, default="both", required=True,
                                 key="sal_view", bind="query-params",
-                                help="|attr|: how much each pixel matters. Signed: red raises the similarity "
+                                help="Magnitude |attr|: how much each pixel matters. Signed: red raises the similarity "
                                      "⟨f(x), f(x̃)⟩ to the explained input, blue lowers it.")
     cmap = v1.selectbox("|attr| colours", images.SEQUENTIAL_CMAPS, key="sal_cmap", bind="query-params")
     signed_cmap = v2.selectbox("Signed colours", images.DIVERGING_CMAPS, key="sal_scmap", bind="query-params",

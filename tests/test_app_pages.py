@@ -143,6 +143,35 @@ def test_deep_link_restores_the_view() -> None:
     assert ok(at).number_input(key="mask_sample").value == 5
 
 
+def specs_text(at: AppTest) -> str:
+    return "\n".join(c.proto.spec for c in charts(at))
+
+
+def test_deep_links_restore_every_view_setting() -> None:
+    """Tabs, sizes, colour maps and method parameters come back from a shared link."""
+    base = {"dataset": "mnist", "model": "mnist_dae_consistency", "sample": "7", "methods": "saliency"}
+    at = ok(open_page("saliency", query={**base, "sal_view": "signed", "sal_cmap": "viridis",
+                                         "sal_scmap": "PuOr_r"}))
+    assert at.selectbox(key="sal_cmap").value == "viridis" and at.selectbox(key="sal_scmap").value == "PuOr_r"
+    assert len(at.image) == GALLERY + 4  # input, signed map + its colour bar, overlay: no |attr| tile
+    at = ok(open_page("saliency", query={**base, "sal_source": "Latent map"}))
+    assert at.session_state["sal_source"] == "Latent map" and '"pick"' in specs_text(at)
+    at = ok(open_page("masking", query={**base, "mask_n": "20", "mask_view_method": "Random (control)"}))
+    assert at.slider(key="mask_n").value == 20 and at.selectbox(key="mask_view_method").value == "random"
+    assert "n = 20" in specs_text(at)
+    query = {**base, "xmethods": "dknn,influence", "ex_n": "100", "ex_k": "5", "ex_tab": "Influence Functions",
+             "ex_influence_recursion_depth": "3", "ex_influence_hessian": "exact"}
+    at = ok(open_page("examples", query=query))
+    assert at.selectbox(key="ex_n").value == 100 and at.slider(key="ex_k").value == 5
+    assert at.session_state["ex_tab"] == "Influence Functions"
+    assert at.number_input(key="ex_influence_recursion_depth").value == 3
+    assert at.selectbox(key="ex_influence_hessian").value == "exact"
+    assert at.session_state["ex_params_influence"]["recursion_depth"] == 3  # the linked settings apply
+    # a bad value in a link is dropped, not fatal
+    at = ok(open_page("examples", query={**base, "xmethods": "dknn", "ex_n": "12345", "ex_k": "abc"}))
+    assert at.selectbox(key="ex_n").value == 200 and at.slider(key="ex_k").value == 8
+
+
 def test_switching_dataset_keeps_every_widget_in_range() -> None:
     at = ok(open_page("saliency", dataset="mnist", model="mnist_dae_consistency", methods=["saliency"]))
     at.number_input(key="sal_goto").set_value(5000).run()
@@ -267,6 +296,9 @@ def test_masking_every_method(name: str) -> None:
     assert at.number_input(key="mask_sample").value == 2
     if MODELS[name] == "mnist":
         assert len(at.image) == 2  # the sample tile and the masked views
+        assert "Cyan marks the masked pixels" in texts(at)
+    else:  # small multiples: the beat, the masked beat and the masked steps per level
+        assert "masked time steps" in specs_text(at)
     # any method can be the one whose masking is shown
     at.selectbox(key="mask_view_method").select("random").run()
     ok(at)
@@ -441,9 +473,15 @@ def test_explorer_masking_cache_round_trip_and_masked_views() -> None:
     assert list(again["method"]) == list(summary["method"]) and set(summary["method"]) == {"saliency", "random"}
     assert len(per_example) == 2 * 7 * 12
     x, _ = explorer.sample(name, 0)
-    views, counts = explorer.masked_views(name, x, "saliency")
+    views, counts, masks = explorer.masked_views(name, x, "saliency")
     assert views.shape == (7, 1, 28, 28) and counts == [0, 39, 78, 156, 392, 627, 784]
     assert float(np.abs(views[-1]).max()) == 0.0  # everything masked to the zero baseline
+    # the masks say which pixels were replaced, also where a black pixel stays black
+    assert masks.shape == (7, 28, 28) and masks.dtype == bool
+    assert [int(m.sum()) for m in masks] == counts
+    assert np.array_equal(views[3][0][~masks[3]], x[0, 0].numpy()[~masks[3]])
+    assert float(np.abs(views[3][0][masks[3]]).max()) == 0.0
+    assert int((masks[3] & (x[0, 0].numpy() == 0)).sum()) > 0  # masked pixels invisible in the view alone
     with pytest.raises(Exception, match="0..9999"):
         explorer.sample(name, 10_000)
     assert explorer.datasets_with_models() == ["mnist", "ecg5000"]

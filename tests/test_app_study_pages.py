@@ -131,6 +131,16 @@ def test_disentanglement_page_every_vae(name: str) -> None:
     assert "PNG" in downloads(at)
 
 
+def test_disentanglement_run_and_encoder_agree() -> None:
+    at = ok(open_page("disentanglement", dataset="mnist", model="mnist_betavae_b1_run1", sample=0))
+    assert at.selectbox(key="dis_run").value == 1
+    at.selectbox(key="dis_run").set_value(2).run()  # the run moves the encoder to the same loss and β
+    assert ok(at).session_state["sel_model"] == "mnist_betavae_b1_run2"
+    assert at.selectbox(key="dis_model").value == "mnist_betavae_b1_run2" and at.query_params["model"].endswith("run2")
+    at.selectbox(key="dis_model").set_value("mnist_btcvae_b5_run1").run()  # the encoder moves the run back
+    assert ok(at).selectbox(key="dis_run").value == 1
+
+
 def test_disentanglement_traversal_is_a_decoder_sweep() -> None:
     at = ok(open_page("disentanglement", dataset="mnist", model=VAES[0], sample=0))
     at.slider(key="dis_span").set_value(6.0).run()

@@ -13,7 +13,7 @@ from lfx_engine.explorer._core import Progress, _arrays_to_frame, _frame_to_arra
 from lfx_engine.explorer.features import FeatureViews
 from lfx_engine.feature_importance import label_free_attribution, randomised_copy
 from lfx_engine.metrics import shift_curve
-from lfx_engine.metrics.masking import DEFAULT_PERCENTS, feature_count, mask_inputs
+from lfx_engine.metrics.masking import DEFAULT_PERCENTS, feature_count, importance_scores, mask_inputs, topk_mask
 from lfx_engine.metrics.masking_controls import (
     CONTROLS,
     INPUT_CONTROLS,
@@ -105,11 +105,15 @@ class MaskingViews(FeatureViews):
         return cache.is_cached("masking", self._masking_key(name, methods, n_samples, controls))
 
     def masked_views(self, name: str, x: torch.Tensor, method: str,
-                     percents: Sequence[float] = DEFAULT_PERCENTS, seed: int = 0) -> tuple[np.ndarray, list[int]]:
+                     percents: Sequence[float] = DEFAULT_PERCENTS,
+                     seed: int = 0) -> tuple[np.ndarray, list[int], np.ndarray]:
         """One input with its own top-M features (by ``method``) set to the baseline, for each percent.
 
-        Returns ``(views (len(percents), *input_shape), M per percent)``; ``method='random'``
-        masks the random control's features (same seeded draw as :meth:`masking_curves`).
+        Returns ``(views (len(percents), *input_shape), M per percent, masks)``: ``masks`` is boolean,
+        ``(len(percents), H, W)`` for images or ``(len(percents), T)`` for series, True where a feature was
+        replaced (a view alone cannot show it where the input already equals the baseline, e.g. black pixels
+        masked with a black baseline). ``method='random'`` masks the random control's features (same seeded
+        draw as :meth:`masking_curves`).
         """
         self.check_input(name, x)
         x = x[:1]
@@ -119,11 +123,13 @@ class MaskingViews(FeatureViews):
             scores = torch.as_tensor(self.attribute(name, x, method, seed=seed))
         p_total = feature_count(x)
         x_bar = self.baseline_for(name, x)
-        views, counts = [], []
+        per_feature = importance_scores(scores, x)
+        views, counts, masks = [], [], []
         for pct in percents:
             if not 0 <= float(pct) <= 100:
                 raise ParameterError(f"percent must lie in 0..100, got {pct}")
             m = int(float(pct) * p_total / 100 + 1e-9)
             views.append(mask_inputs(x, scores, m, baseline=x_bar)[0])
+            masks.append(topk_mask(per_feature, m)[0].reshape(x.shape[-2:] if x.dim() == 4 else x.shape[1:2]) == 0)
             counts.append(m)
-        return torch.stack(views).numpy(), counts
+        return torch.stack(views).numpy(), counts, torch.stack(masks).numpy()

@@ -23,6 +23,7 @@ STUDY_ENTRIES = tuple((f"mnist_pretext_{task}_run{run}", 1, 10) for run in (1, 2
                       for task in ("reconstruction", "denoising", "inpainting", "classification")
                       if (task, run) != ("classification", 1)) + (
     ("mnist_btcvae_b5_run1", 1, 10),
+    ("mnist_betavae_b1_run2", 1, 10),  # a second run: the run selector and the encoder must agree
 )
 
 
