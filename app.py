@@ -6,11 +6,21 @@ mirrors them back after each run so any view can be shared as a link.
 """
 from __future__ import annotations
 
+import sys
+
 import streamlit as st
 
-from lfx_ui import router, state
-
 st.set_page_config(page_title="LFX Explorer", page_icon=":material/search_insights:", layout="wide")
+# The first visit to a fresh server imports torch, captum and the engine (seconds): say so at once instead of
+# a blank page. Later runs find the modules loaded and show nothing.
+_starting = st.empty()
+if "lfx_ui.engine" not in sys.modules:
+    _starting.info("Starting LFX Explorer: loading the engine (first visit after the server starts)…",
+                   icon=":material/hourglass_top:")
+from lfx_ui import router, state  # noqa: E402 - after the start-up message, on purpose
+from lfx_ui.engine import stopped_notice  # noqa: E402
+
+_starting.empty()
 
 PAGES = {
     "Explore": [
@@ -34,6 +44,7 @@ state.load_from_url()
 page = st.navigation(PAGES)
 try:
     with router.routing():
+        stopped_notice()
         page.run()
 finally:
     # also after st.stop() in a page (e.g. a missing dataset), so the link still names the selection

@@ -42,14 +42,55 @@ def user_errors() -> Iterator[None]:
                  "still works; please report it with the link of this view.", icon=":material/error:")
 
 
+def eta_text(started: float, done: int, total: int) -> str:
+    """"12 s elapsed, about 30 s left" from the share of the work done so far (the live, honest estimate)."""
+    elapsed = time.perf_counter() - started
+    if done <= 0 or done >= total:
+        return f"{elapsed:.0f} s elapsed"
+    left = elapsed / done * (total - done)
+    return f"{elapsed:.0f} s elapsed, about {left:.0f} s left"
+
+
 def progress_reporter(label: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
-    """A progress(done, total) callback drawing ``st.progress``, and a function to clear it."""
+    """A progress(done, total) callback drawing ``st.progress`` with the time left, and a function to clear it."""
     bar = st.progress(0.0, text=label)
+    started = time.perf_counter()
 
     def update(done: int, total: int) -> None:
-        bar.progress(min(1.0, done / max(total, 1)), text=f"{label} ({done}/{total})")
+        bar.progress(min(1.0, done / max(total, 1)),
+                     text=f"{label} ({done}/{total}; {eta_text(started, done, total)})")
 
     return update, bar.empty
+
+
+_STOPPED = "_lfx_stopped"
+
+
+def stop_button(key: str, what: str, flag: str | None = None) -> Callable[[], None]:
+    """A **Stop** button for a running job; returns a function that removes it once the job is over.
+
+    A click reruns the page, which ends the running script at its next progress update (Streamlit stops a
+    run when a new one is requested); the page then says what was kept (:func:`stopped_notice`). ``flag``
+    is set in the session state too, so a page that computes by itself can wait for a new request.
+    """
+    slot = st.empty()
+
+    def stop() -> None:
+        st.session_state[_STOPPED] = what
+        if flag:
+            st.session_state[flag] = True
+
+    slot.button("Stop", key=key, icon=":material/stop_circle:", on_click=stop,
+                help="Stop this computation. What finished before is kept in the disk cache.")
+    return slot.empty
+
+
+def stopped_notice() -> None:
+    """After a Stop, say so once (the job that was stopped, and that finished parts stay cached)."""
+    what = st.session_state.pop(_STOPPED, None)
+    if what:
+        st.info(f"Stopped: {what}. Parts finished before the stop are kept in the disk cache; start it again "
+                "to go on from there.", icon=":material/stop_circle:")
 
 
 # --------------------------------------------------------------------------- cached results (per process)

@@ -7,16 +7,18 @@ results cached per process. No science here: every number comes from
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 import streamlit as st
 
+from lfx_engine import timing
 from lfx_engine.config import checkpoint_dir
 from lfx_engine.data import get_spec
 from lfx_ui import safe, state
 from lfx_engine.explorer import ModelChoice
-from lfx_ui.engine import checkpoint_sha, dataset_ready, get_explorer, pick_model
+from lfx_ui.engine import checkpoint_sha, dataset_ready, eta_text, get_explorer, pick_model, stop_button
 
 T = TypeVar("T")
 
@@ -108,14 +110,20 @@ def subset_choice(page: str, size: int, default_cpu: int, container=None, label:
 
 
 def run_with_status(label: str, done: str, fn: Callable[[Callable[[int, int], None], Callable[[str], None]], T],
-                    unit: str = "models") -> T:
-    """Run ``fn(progress, log)`` inside ``st.status`` with a progress bar and the experiment's log lines."""
+                    unit: str = "models", rate: tuple[str, float] | None = None) -> T:
+    """Run ``fn(progress, log)`` inside ``st.status``: a progress bar with the time left, the experiment's log
+    lines and a Stop button. With ``rate = (kind, units)`` the run's speed is recorded (:mod:`lfx_engine.timing`)
+    so the next estimate of that kind is measured, not guessed."""
+    explorer = get_explorer()
     with st.status(label, expanded=True) as status:
+        remove_stop = stop_button(f"stop_{_slug(label)}", label[:1].lower() + label[1:].rstrip("…"))
         bar = st.progress(0.0, text="starting…")
         line = st.empty()
+        started = time.perf_counter()
 
         def progress(finished: int, total: int) -> None:
-            bar.progress(min(1.0, finished / max(total, 1)), text=f"{finished}/{total} {unit}")
+            bar.progress(min(1.0, finished / max(total, 1)),
+                         text=f"{finished}/{total} {unit} · {eta_text(started, finished, total)}")
 
         def log(message: str) -> None:
             line.caption(message)
@@ -123,10 +131,24 @@ def run_with_status(label: str, done: str, fn: Callable[[Callable[[int, int], No
         try:
             out = fn(progress, log)
         except BaseException:
+            remove_stop()
             status.update(label=f"{label} — failed", state="error", expanded=True)
             raise
-        status.update(label=done, state="complete", expanded=False)
+        remove_stop()
+        spent = time.perf_counter() - started
+        if rate is not None:
+            timing.record(rate[0], explorer.device.type, rate[1], spent)
+        status.update(label=f"{done} in {spent:.0f} s", state="complete", expanded=False)
     return out
+
+
+def cost(kind: str, units: float, fallback_per_unit: float) -> timing.Estimate:
+    """The expected time of a job of ``kind`` on this machine (measured rate, or a first guess)."""
+    return timing.estimate(kind, get_explorer().device.type, units, fallback_per_unit)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text)[:40]
 
 
 def notes(items: Sequence[str]) -> None:

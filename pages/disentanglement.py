@@ -136,9 +136,9 @@ with user_errors():
     elif zoo:  # a user's VAE has no β × loss grid to compare
         slot = st.empty()
         offer = slot.container()
+        work = len(vaes) * (n_test or size) * choice.latent_dim  # VAE × input × latent unit
         offer.info(f"Not computed yet for {subset}: per-unit GradientShap of {len(vaes)} VAE(s), streamed into the "
-                   "five metrics. On a CPU this takes roughly "
-                   f"{max(1, round(len(vaes) * (n_test or size) * choice.latent_dim * 0.004))} s; cached on disk.",
+                   f"five metrics. This takes {study.cost('disvae', work, 0.015).text()}; cached on disk.",
                    icon=":material/hourglass_top:")
         offer.button(f"Compute the metrics ({len(vaes)} VAE(s), {subset})", type="primary", key="dis_compute",
                      on_click=study.request, args=("dis_go",))
@@ -147,7 +147,7 @@ with user_errors():
                 f"run_disvae on {subset}…", "Metrics computed (cached on disk for next time)",
                 lambda progress, log: explorer.disvae_study(dataset, n_test, progress=progress, log=log,
                                                             source=choice.source),
-                unit="VAEs")
+                unit="VAEs", rate=("disvae", work))
             slot.empty()
 reference = explorer.disvae_reference(dataset) if zoo else pd.DataFrame()
 if result is not None:

@@ -53,17 +53,17 @@ with user_errors():
     else:
         slot = st.empty()
         offer = slot.container()
+        work = len(classifiers) * (n_test or size)  # classifier × input
         offer.info(f"Not computed yet for {subset}: {len(classifiers)} classifier(s) × 3 methods × 2 models "
-                   f"(encoder and full). On a CPU this takes roughly "
-                   f"{max(1, round(len(classifiers) * (n_test or size) * 0.02))} s; cached on disk.",
-                   icon=":material/hourglass_top:")
+                   f"(encoder and full). This takes {study.cost('encoder_vs_full', work, 0.02).text()}; cached on "
+                   "disk.", icon=":material/hourglass_top:")
         offer.button(f"Compute ({len(classifiers)} classifier(s), {subset})", type="primary", key="evf_compute",
                      on_click=study.request, args=("evf_go",))
         if st.session_state.pop("evf_go", False):
             result = study.run_with_status(
                 f"run_encoder_vs_full on {subset}…", "Correlations computed (cached on disk for next time)",
                 lambda progress, log: explorer.encoder_vs_full_study(dataset, n_test, progress=progress, log=log),
-                unit="classifier × method pairs")
+                unit="classifier × method pairs", rate=("encoder_vs_full", work))
             slot.empty()
 if result is not None:
     summary = result["summary"]

@@ -25,7 +25,7 @@ import streamlit as st
 from lfx_engine.example_importance import HESSIANS, SIGNED_METHODS, bottom_meaning
 from lfx_engine.explorer import EXAMPLE_METHODS
 from lfx_ui import charts, figures, images, router, state
-from lfx_ui.engine import get_explorer, pick_model, progress_reporter, user_errors
+from lfx_ui.engine import get_explorer, pick_model, progress_reporter, stop_button, user_errors
 from lfx_ui.widgets import sample_picker
 
 DEFAULT_METHODS = ("dknn", "cosine", "simplex")
@@ -227,9 +227,11 @@ for tab, method in zip(tabs, methods):
                 if row is None and submitted:
                     with st.status(f"{charts.title(method)}: scoring {len(train_idx)} training examples…",
                                    expanded=True) as status:
+                        remove_stop = stop_button(f"ex_stop_{method}", f"{charts.title(method)} for sample #{sample}")
                         update, _ = progress_reporter("gradients and inverse-Hessian products")
                         row = explorer.sample_example_scores(name, method, sample, n, params=params,
                                                              progress=update)
+                        remove_stop()
                         status.update(label=f"{charts.title(method)} computed (cached on disk)",
                                       state="complete", expanded=False)
                 elif row is None:
@@ -270,10 +272,12 @@ with tabs[-1]:
                 st.form_submit_button("Compute", type="primary", on_click=request, args=("ex_go_rates",))
             if st.session_state.pop("ex_go_rates", False) and todo:
                 with user_errors(), st.status("Computing score matrices…", expanded=True) as status:
+                    remove_stop = stop_button("ex_rates_stop", "the score matrices")
                     for m in todo:
                         update, _ = progress_reporter(charts.title(m))
                         explorer.example_scores(name, m, n, progress=update, params=saved_params(m))
                         ready.append(m)
+                    remove_stop()
                     status.update(label="Score matrices computed (cached on disk)", state="complete",
                                   expanded=False)
                 st.rerun()  # redraw without the form: what it offered is now computed

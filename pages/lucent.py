@@ -16,7 +16,7 @@ import streamlit as st
 import torch
 
 from lfx_ui import charts, images, router, state, study
-from lfx_ui.engine import get_explorer, pick_model, user_errors
+from lfx_ui.engine import get_explorer, pick_model, progress_reporter, stop_button, user_errors
 
 DEFAULT_STEPS = 256
 LONG_RENDER_S = 10.0
@@ -155,11 +155,13 @@ with user_errors():
         if st.session_state.pop("luc_go_all", False):
             slot.empty()
             with st.status(f"Rendering {len(todo)} {noun}(s), about {seconds:.0f} s…", expanded=True) as status:
-                bar = st.progress(0.0)
+                remove_stop = stop_button("luc_stop", f"rendering the {noun}s")
+                update, _ = progress_reporter(f"{noun}s rendered")
                 for i, u in enumerate(todo):
-                    bar.progress(i / len(todo), text=f"{noun} {u} ({i + 1}/{len(todo)})")
+                    update(i, len(todo))
                     explorer.lucent_render(name, layer, u, steps, seed, leaky)
                     done.append(u)
+                remove_stop()
                 status.update(label=f"Rendered {len(todo)} {noun}(s) (cached on disk)", state="complete",
                               expanded=False)
             todo = []

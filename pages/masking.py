@@ -18,7 +18,15 @@ import streamlit as st
 
 from lfx_engine.metrics.masking import DEFAULT_PERCENTS
 from lfx_ui import charts, figures, images, router, state
-from lfx_ui.engine import get_explorer, masked_views, pick_model, sample_masking_curve, user_errors
+from lfx_ui.engine import (
+    get_explorer,
+    masked_views,
+    pick_model,
+    progress_reporter,
+    sample_masking_curve,
+    stop_button,
+    user_errors,
+)
 from lfx_ui.widgets import sample_picker
 
 DEFAULT_METHODS = ("gradient_shap", "integrated_gradients", "saliency")
@@ -78,18 +86,20 @@ summary = per_example = None
 with user_errors():
     if explorer.masking_cached(name, methods, n_samples, controls):
         summary, per_example = explorer.masking_curves(name, methods, n_samples, controls=controls)
+    elif st.session_state.get("mask_paused"):  # stopped: wait for the user instead of starting over
+        st.info("The masking curves were stopped before they finished.", icon=":material/stop_circle:")
+        st.button("Compute the masking curves", type="primary", key="mask_resume",
+                  on_click=lambda: st.session_state.pop("mask_paused", None))
     else:
         twice = " × 2 (random encoder)" if "random_init" in controls else ""
         with st.status(f"Computing masking curves: {n_samples} inputs × {len(methods)} method(s){twice} + "
                        f"{len(controls) - ('random_init' in controls)} input control(s) "
                        "(first time only; cached on disk afterwards)…", expanded=True) as status:
-            bar = st.progress(0.0, text="attributions")
-
-            def update(done: int, total: int) -> None:
-                bar.progress(min(1.0, done / max(total, 1)), text=f"attributions and masking: {done}/{total}")
-
+            remove_stop = stop_button("mask_stop", "the masking curves", flag="mask_paused")
+            update, _ = progress_reporter("attributions and masking")
             summary, per_example = explorer.masking_curves(name, methods, n_samples, progress=update,
                                                            controls=controls)
+            remove_stop()
             status.update(label="Masking curves computed (cached for next time)", state="complete",
                           expanded=False)
 if summary is not None:

@@ -73,10 +73,10 @@ else:
             jobs = len(complete) * len(TASKS)
             slot = st.empty()
             offer = slot.container()
+            work = jobs * (n_test or size)  # encoder × input
             offer.info(f"Not computed yet for {subset}: {jobs} encoders × (|GradientShap| over the subset + DKNN "
-                       f"against {N_TRAIN} training images). On a CPU this takes roughly "
-                       f"{max(1, round(jobs * (n_test or size) * 0.008))} s; the result is cached on disk.",
-                       icon=":material/hourglass_top:")
+                       f"against {N_TRAIN} training images). This takes {study.cost('pretext', work, 0.01).text()}; "
+                       "the result is cached on disk.", icon=":material/hourglass_top:")
             offer.button(f"Compute the correlations ({len(complete)} run(s), {subset})", type="primary",
                          key="pre_compute", on_click=study.request, args=("pre_go",))
             if st.session_state.pop("pre_go", False):
@@ -84,7 +84,8 @@ else:
                     f"run_pretext on {subset} × {len(complete)} run(s)…",
                     "Correlations computed (cached on disk for next time)",
                     lambda progress, log: explorer.pretext_study(dataset, n_test, N_TRAIN, progress=progress,
-                                                                 log=log), unit="encoders")
+                                                                 log=log), unit="encoders",
+                    rate=("pretext", work))
                 slot.empty()
 if result is not None:
     summary = result["summary"]

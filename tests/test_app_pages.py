@@ -304,6 +304,21 @@ def test_masking_every_method(name: str) -> None:
     ok(at)
 
 
+def test_a_stopped_masking_run_waits_for_the_user() -> None:
+    """After Stop (the button's callback flags the session), nothing restarts by itself."""
+    at = open_page("masking", dataset="mnist", model="mnist_dae_consistency", methods=["saliency"], sample=0)
+    at.session_state["_lfx_stopped"] = "the masking curves"
+    at.session_state["mask_paused"] = True
+    at.slider(key="mask_n").set_value(30).run()
+    ok(at)
+    assert "Stopped: the masking curves" in texts(at) and "stopped before they finished" in texts(at)
+    assert not any('"area"' in c.proto.spec for c in charts(at))  # no curves were computed
+    at.button(key="mask_resume").click().run()
+    ok(at)
+    assert "Stopped" not in texts(at) and '"area"' in charts(at)[0].proto.spec
+    assert not any(b.key == "mask_stop" for b in at.button)  # the Stop button goes with the finished job
+
+
 def test_masking_reference_controls_from_a_link() -> None:
     """Every control from a shared link: the curves, the area-between-curves table and the URL."""
     query = {"dataset": "mnist", "model": "mnist_dae_consistency", "methods": "saliency,gradient_shap",
