@@ -7,6 +7,7 @@ grouping helpers, then AppTests against the app tests' tiny real zoo
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
 
@@ -210,3 +211,30 @@ def test_home_tables_have_no_empty_cells(app_env) -> None:
     assert any(link.proto.page == "pages/glossary.py" or "Glossary" in link.proto.label
                for link in at.get("page_link"))
 
+
+
+# ---------------------------------------------------------------------------- layout at 1024 px
+
+
+def test_disentanglement_chart_fits_with_its_legend_on_top() -> None:
+    from lfx_ui import study_charts as sc
+
+    long = pd.DataFrame([{"model": f"m{b}{loss}", "loss": loss, "beta": b, "run": 1, "metric": metric, "value": 0.1}
+                         for loss in sc.LOSS_TITLES for b in (1, 5, 10) for metric in sc.METRIC_TITLES])
+    spec = sc.disentanglement_metrics(long, pd.DataFrame(columns=["metric", "loss", "beta", "mean", "std"]),
+                                      "MNIST", box=False).to_dict()
+    panels = spec["concat"]
+    assert len(panels) == len(sc.METRIC_TITLES) and spec["columns"] * panels[0]["width"] <= 600
+    legends = [layer["encoding"]["color"]["legend"] for p in panels for layer in p["layer"]]
+    assert legends and all(leg["orient"] == "top" for leg in legends)
+
+
+def test_ecg_galleries_and_gallery_labels_fit(app_env) -> None:
+    at = ok(open_page("saliency", dataset="ecg5000", model="ecg5000_lstm_ae", methods=["saliency"]))
+    picks = [b for b in at.button if b.key and b.key.startswith("sal_pick_")]
+    assert picks and all(len(b.label.split(" · ")[1]) <= 4 for b in picks)  # "abn." for abnormal
+    assert all("(class normal)" in b.help or "(class abnormal)" in b.help for b in picks)
+    assert any(b.label.endswith("· nor.") or b.label.endswith("· abn.") for b in picks)
+    at.switch_page("pages/examples.py").run()
+    facets = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart") if '"facet"' in c.proto.spec]
+    assert facets and all(f["columns"] <= 5 for f in facets)
