@@ -38,6 +38,9 @@ PAGES = {
         st.Page("pages/encoder_vs_full.py", title="Encoder vs full model", icon=":material/compare:",
                 url_path="encoder-vs-full"),
     ],
+    "Help": [
+        st.Page("pages/glossary.py", title="Glossary", icon=":material/menu_book:", url_path="glossary"),
+    ],
 }
 
 state.load_from_url()

@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
+from lfx_engine.catalogue import BUILTIN_SOURCES
 from lfx_engine.config import checkpoint_dir
 from lfx_engine.errors import LFXError
 from lfx_engine.explorer import Explorer, ModelChoice
@@ -187,9 +188,9 @@ def pick_model(page: str, *, tasks: Sequence[str] | None = None, container=None)
                            format_func=titles.get, container=box)
     if not dataset_ready(explorer, dataset, titles[dataset]):
         return None
-    models = explorer.models(dataset, tasks=tasks)
+    models = by_experiment(explorer.models(dataset, tasks=tasks))
     names = [m.name for m in models]
-    labels = {m.name: m.label for m in models}
+    labels = selector_labels(models)
     wanted = state.requested("model", names)
     if wanted and state.from_link("model"):
         recipe = wanted in explorer.untrained(dataset)
@@ -199,8 +200,42 @@ def pick_model(page: str, *, tasks: Sequence[str] | None = None, container=None)
         if recipe:  # a zoo recipe's own name, never the raw link text
             st.code(f"python -m lfx_engine train {wanted}", language="bash")
     name = state.choose("model", "Encoder", names, widget_key=f"{page}_model", format_func=labels.get,
-                        container=box, help="A trained model of the zoo; its encoder is explained.")
+                        container=box, help="A trained model, listed by experiment (consistency checks, pretext "
+                                            "tasks, disentanglement, your own); its encoder is explained.")
     return explorer.choice(name)
+
+
+#: Headings of the zoo's experiments in the model selector; other experiments show their own name.
+EXPERIMENT_TITLES = {"consistency": "Consistency", "pretext": "Pretext", "disvae": "Disentanglement"}
+
+
+def experiment_title(model: ModelChoice) -> str:
+    """The experiment a model belongs to, as the model selector groups it ('Your models' without one)."""
+    if not model.experiment or model.source not in BUILTIN_SOURCES:
+        return "Your models"
+    return EXPERIMENT_TITLES.get(model.experiment, model.experiment)
+
+
+def by_experiment(models: Sequence[ModelChoice]) -> list[ModelChoice]:
+    """``models`` grouped by experiment (groups in order of first appearance, the order kept inside a group).
+
+    The first model stays first, so the default selection does not change.
+    """
+    order = list(dict.fromkeys(experiment_title(m) for m in models))
+    return sorted(models, key=lambda m: order.index(experiment_title(m)))
+
+
+def grouped_label(model: ModelChoice) -> str:
+    """The selector's label: the experiment first, then the model's own label without repeating it."""
+    label = model.label.replace(f", {model.experiment} (", " (") if model.experiment else model.label
+    return f"{experiment_title(model)} › {label}"
+
+
+def selector_labels(models: Sequence[ModelChoice]) -> dict[str, str]:
+    """Grouped labels by model name; two models with the same label are told apart by their names."""
+    labels = {m.name: grouped_label(m) for m in models}
+    counts = pd.Series(list(labels.values()), dtype=object).value_counts()
+    return {name: f"{label} · {name}" if counts[label] > 1 else label for name, label in labels.items()}
 
 
 _SAMPLE_MEMORY = "_lfx_sample_per_dataset"

@@ -36,7 +36,7 @@ def correlation_heatmap(frame: pd.DataFrame, heading: str, subtitle: str | None 
 
 
 def disentanglement_metrics(long: pd.DataFrame, reference: pd.DataFrame, heading: str, box: bool,
-                            width: int = 220, height: int = 200, columns: int = 3) -> alt.ConcatChart:
+                            width: int = 170, height: int = 180, columns: int = 3) -> alt.ConcatChart:
     """Each metric vs β (one panel per metric): our models as points (or boxes), colour = loss;
     the reproduction study's mean (± std where known) as black diamonds."""
     panels = []
@@ -53,7 +53,8 @@ def disentanglement_metrics(long: pd.DataFrame, reference: pd.DataFrame, heading
         x = alt.X("beta:O", title="β", sort=betas, scale=alt.Scale(domain=betas), axis=alt.Axis(labelAngle=0))
         offset = alt.XOffset("loss_title:N", scale=alt.Scale(domain=list(LOSS_TITLES.values())))
         y = alt.Y("value:Q", title=title, scale=alt.Scale(zero=False))
-        colour = alt.Color("loss_title:N", title="loss", scale=LOSS_COLOURS)
+        colour = alt.Color("loss_title:N", title="loss", scale=LOSS_COLOURS,
+                           legend=alt.Legend(orient="top", direction="horizontal"))  # a right legend is clipped
         tooltip = [alt.Tooltip("model:N"), alt.Tooltip("loss_title:N", title="loss"), alt.Tooltip("beta:Q", title="β"),
                    alt.Tooltip("run:Q"), alt.Tooltip("value:Q", format=".4f")]
         base = alt.Chart(ours).encode(x=x, xOffset=offset)
@@ -72,8 +73,8 @@ def disentanglement_metrics(long: pd.DataFrame, reference: pd.DataFrame, heading
                          alt.Tooltip("std:Q", format=".3f", title="std over 5 runs")]))
         panels.append(alt.layer(*layers).properties(width=width, height=height, title=title))
     return alt.concat(*panels, columns=columns).properties(title=alt.TitleParams(
-        heading, subtitle="dots: our models (one per run) · black diamond: reproduction study mean (bar: ± std, "
-                          "where published)"))
+        heading, subtitle=["dots: our models (one per run)",
+                           "black diamond: reproduction study mean (bar: ± std, where published)"]))
 
 
 def encoder_vs_full_bars(summary: pd.DataFrame, ours_label: str, heading: str,

@@ -22,6 +22,7 @@ from lfx_ui.widgets import sample_picker
 
 VAE_TASKS = ("betavae", "btcvae")
 TILE = 96
+CARDS_PER_ROW = 3  # six cards in one row are cut at 1024 px
 
 router.ensure_routed()
 explorer = get_explorer()
@@ -170,10 +171,13 @@ if result is not None:
                          width="stretch")
     pearson = result["comparison"][result["comparison"]["metric"] == "pearson"]
     if len(pearson):
-        cols = st.columns(min(6, len(pearson)))
-        for col, r in zip(cols, pearson.itertuples()):
+        st.markdown("**Pooled Pearson between unit maps** (mean over runs; the grey figure: difference from the "
+                    "reproduction study)")
+        per_row = min(CARDS_PER_ROW, len(pearson))
+        rows_of_cards = [st.columns(per_row) for _ in range(-(-len(pearson) // per_row))]
+        for col, r in zip([c for row in rows_of_cards for c in row], pearson.itertuples()):
             ref = "" if not np.isfinite(r.reference_mean) else f"{r.mean - r.reference_mean:+.3f} vs study"
-            col.metric(f"Pearson, {sc.LOSS_TITLES.get(r.loss, r.loss)} β={r.beta:g}", f"{r.mean:.3f}",
+            col.metric(f"{sc.LOSS_TITLES.get(r.loss, r.loss)} β={r.beta:g}", f"{r.mean:.3f}",
                        delta=ref or None, delta_color="off",
                        help=f"pooled Pearson between unit maps, mean over {r.n_runs} run(s); reproduction study: "
                             + ("n/a" if not np.isfinite(r.reference_mean) else f"{r.reference_mean:.3f}")
@@ -187,7 +191,7 @@ if result is not None:
         st.dataframe(result["comparison"], hide_index=True, width="stretch")
         charts.downloads(f"disvae_{dataset}_comparison", csv=result["comparison"], key="dis_comparison")
 elif len(reference):
-    with st.expander("The reproduction study's values (METHOD §8)"):
+    with st.expander("The reproduction study's values"):
         st.dataframe(reference, hide_index=True, width="stretch")
 
 # ---------------------------------------------------------------------------- latent traversal

@@ -85,7 +85,7 @@ if result is not None:
         st.caption("One classifier: no spread over classifiers (the whiskers need at least two). Train more runs "
                    f"with `python -m lfx_engine train '{dataset}_pretext_classification_*'`.")
     st.caption("The reproduction study ran BatchNorm in training mode and had a GradientShap pairing defect; ours are "
-               "in eval mode with the corrected pairing, so the values may differ (METHOD §8).")
+               "in eval mode with the corrected pairing, so the values may differ.")
     study.notes(result["notes"])
     with st.expander("Per classifier (table): mean, median and mean r², pooled and mean-map Pearson"):
         st.dataframe(result["per_model"], hide_index=True, width="stretch")

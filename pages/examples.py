@@ -24,23 +24,21 @@ import streamlit as st
 
 from lfx_engine.example_importance import HESSIANS, SIGNED_METHODS, bottom_meaning
 from lfx_engine.explorer import EXAMPLE_METHODS
-from lfx_ui import charts, figures, images, router, state
+from lfx_ui import charts, figures, glossary, images, router, state
 from lfx_ui.engine import get_explorer, pick_model, progress_reporter, stop_button, user_errors
 from lfx_ui.widgets import sample_picker
 
 DEFAULT_METHODS = ("dknn", "cosine", "simplex")
 SIZES = (100, 200, 500, 1000)
 RATES_TAB = "Similarity rates"
+ECG_COLUMNS = 5  # beats per row: eight 100 px tiles run past the right edge at 1024 px
 PARAM_HELP = {
-    "damp": "LiSSA damping (METHOD: 1e-3)", "scale": "LiSSA scale (METHOD: 1000)",
-    "recursion_depth": "LiSSA iterations (METHOD: 100); cost grows linearly",
-    "minibatch_size": "examples per Hessian minibatch (METHOD: 300 images, 20 ECG)",
-    "hessian": "exact: METHOD's double-backprop HVPs; gauss_newton: encoder linearised, decoder curvature kept, "
-               "about a minute instead of an hour for a whole 1000 × 1000 MNIST subset (scores within ~0.4%); "
-               "auto: Gauss–Newton for a whole subset when it fits in the memory budget, exact otherwise",
-    "max_memory_mb": "memory for the per-example gradients held at once (default 2048 MB); below what they need, "
-                     "they are streamed in blocks: the same scores, more time",
-    "steps": "Adam steps of the SimplEx fit", "lr": "Adam learning rate of the SimplEx fit",
+    "damp": glossary.define("LiSSA damping"), "scale": glossary.define("LiSSA scale"),
+    "recursion_depth": glossary.define("LiSSA recursion depth"),
+    "minibatch_size": glossary.define("Hessian minibatch"),
+    "hessian": glossary.define("Gauss–Newton Hessian"),
+    "max_memory_mb": glossary.define("Memory budget"),
+    "steps": glossary.define("SimplEx fit"), "lr": glossary.define("SimplEx fit"),
 }
 LABELS = {"max_memory_mb": "memory budget (MB)"}
 
@@ -65,7 +63,7 @@ methods = state.choose_many("xmethods", "Example-importance methods", EXAMPLE_ME
                             default=DEFAULT_METHODS, format_func=charts.title, container=controls[0])
 default_n = 1000 if explorer.device.type == "cuda" else 200
 n = controls[1].selectbox("Subset size n", SIZES, index=SIZES.index(default_n), key="ex_n", bind="query-params",
-                          help="Class-balanced training (and test) subset of METHOD §6; the paper uses 1000.")
+                          help=glossary.define("Training subset"))
 k = controls[2].slider("k shown", min_value=3, max_value=20, value=8, key="ex_k", bind="query-params")
 
 subsets = None
@@ -167,7 +165,7 @@ def show_examples(method: str, row: np.ndarray) -> None:
         if series:
             frame = pd.concat([pd.DataFrame({"t": np.arange(b.shape[0]), "value": b[:, 0], "tile": c, "order": i})
                                for i, (b, c) in enumerate(zip(x, captions))], ignore_index=True)
-            chart = charts.ecg_gallery(frame, columns=min(k, 8), width=100)
+            chart = charts.ecg_gallery(frame, columns=min(k, ECG_COLUMNS), width=100)
             st.altair_chart(chart)
             tiles.append((heading, chart))
         else:

@@ -8,6 +8,7 @@ import torch
 from lfx_engine.config import checkpoint_dir, data_dir, study_dir
 from lfx_engine.data.fetch import fetch
 from lfx_ui import router
+from lfx_ui.tables import fill_missing
 from lfx_ui.engine import get_explorer, user_errors
 
 router.ensure_routed()
@@ -38,6 +39,8 @@ links[0].page_link("pages/saliency.py", label="Saliency: which pixels or time st
 links[1].page_link("pages/masking.py", label="Masking shift: do the maps find what moves f(x)?",
                    icon=":material/trending_down:")
 links[2].page_link("pages/examples.py", label="Top examples: which training inputs matter", icon=":material/extension:")
+st.page_link("pages/glossary.py", label="Glossary: every method, control and metric in plain words",
+             icon=":material/menu_book:")
 if not models:
     st.warning("No trained model was found, so the views have nothing to explain yet. Train the first one "
                "(a few minutes on a CPU, CUDA is used when present):")
@@ -49,7 +52,7 @@ per_dataset = pd.Series([m.dataset for m in models], dtype=object).value_counts(
 table = pd.DataFrame([{"dataset": r["title"], "status": r["status"], "input shape": "×".join(map(str, r["input_shape"])) if r["input_shape"] else "—",
                        "classes": r["classes"], "trained models": int(per_dataset.get(r["dataset"], 0)),
                        "problem": r["problem"]} for r in rows])
-st.dataframe(table, hide_index=True, width="stretch")
+st.dataframe(fill_missing(table), hide_index=True, width="stretch")
 st.caption(f"Data folder: `{data_dir()}` (set `LFX_DATA_DIR` to change it).")
 missing = [r for r in rows if r["status"] != "present"]
 for row in missing:
@@ -71,13 +74,14 @@ problems = explorer.model_problems()
 if user_models or problems or explorer.catalogue.projects:
     st.subheader("Your models")
     if user_models:
-        st.dataframe(pd.DataFrame([{"model": m.name, "title": m.title, "dataset": m.dataset, "kind": m.task,
-                                    "latent dim": m.latent_dim, "from": m.record.get("project", m.source)}
-                                   for m in user_models]), hide_index=True, width="stretch")
+        st.dataframe(fill_missing(pd.DataFrame([{"model": m.name, "title": m.title, "dataset": m.dataset,
+                                                 "kind": m.task, "latent dim": m.latent_dim,
+                                                 "from": m.record.get("project", m.source)}
+                                                for m in user_models])), hide_index=True, width="stretch")
     if problems:
         st.error(f"{len(problems)} entr{'y' if len(problems) == 1 else 'ies'} of your project cannot be used; the "
                  "rest work. What to fix:", icon=":material/error:")
-        st.dataframe(pd.DataFrame(problems), hide_index=True, width="stretch")
+        st.dataframe(fill_missing(pd.DataFrame(problems)), hide_index=True, width="stretch")
     st.caption("Project files come from `LFX_PROJECT` (`lfx serve lfx.toml` sets it); `lfx check lfx.toml` "
                "validates one.")
 
@@ -93,7 +97,7 @@ if models:
                            "accuracy": rec.get("test_accuracy"),
                            "TracIn checkpoints": len(rec.get("tracin_checkpoints", []) or []),
                            "full recipe": rec.get("full_recipe", True)})
-    st.dataframe(pd.DataFrame(model_rows), hide_index=True, width="stretch")
+    st.dataframe(fill_missing(pd.DataFrame(model_rows)), hide_index=True, width="stretch")
 else:
     st.warning("No trained model found in the checkpoint folder.")
 st.caption(f"Checkpoint folder: `{checkpoint_dir()}` (set `LFX_CHECKPOINT_DIR` to change it).")
@@ -102,7 +106,7 @@ if study_models:
     st.dataframe(pd.DataFrame([{"model": m.name, "dataset": m.dataset, "experiment": m.experiment, "task": m.task,
                                 "β": m.beta, "run": m.run, "latent dim": m.latent_dim,
                                 "original file": (m.record.get("study") or {}).get("path", "")}
-                               for m in study_models]), hide_index=True, width="stretch")
+                               for m in study_models]).pipe(fill_missing), hide_index=True, width="stretch")
     st.caption(f"Imported from the study's repository with `lfx zoo import-study` into `{study_dir()}` "
                "(`LFX_STUDY_DIR`); every page offers them beside ours, named `study_…`.")
 else:

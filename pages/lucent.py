@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from lfx_ui import charts, images, router, state, study
+from lfx_ui import charts, glossary, images, router, state, study
 from lfx_ui.engine import get_explorer, pick_model, progress_reporter, stop_button, user_errors
 
 DEFAULT_STEPS = 256
@@ -26,7 +26,7 @@ router.ensure_routed()
 explorer = get_explorer()
 st.title("Feature visualisation (Lucent)")
 st.caption("torch-lucent renders the image that maximises the mean activation of one latent unit or one "
-           "convolution channel of an encoder (METHOD §7.5 recipe, no package patch).")
+           "convolution channel of an encoder (Olah et al. 2017), with the reproduction study's settings.")
 if (message := state.url_error()):
     st.warning(message)
 
@@ -55,7 +55,7 @@ unit = right.number_input(f"{noun.capitalize()} (0–{n_units - 1})", min_value=
                           step=1, key=f"luc_unit_{layer}", bind="query-params")
 c1, c2, c3 = st.columns(3)
 steps = int(c1.number_input("Optimisation steps", min_value=1, max_value=20_000, value=DEFAULT_STEPS, step=64,
-                            key="luc_steps", bind="query-params", help="METHOD: 1000; 256 already converges for these small encoders."))
+                            key="luc_steps", bind="query-params", help=glossary.define("Render steps")))
 seed = int(c2.number_input("Seed", min_value=0, max_value=2 ** 31 - 1, value=0, step=1, key="luc_seed", bind="query-params",
                            help=f"{noun.capitalize()} j renders with seed + j, as `reproduce lucid` does, so the "
                                 "CLI's renders are reused."))

@@ -26,7 +26,7 @@ from lfx_ui.engine import (
 )
 
 PER_PAGE = 24
-COLUMNS = 8
+COLUMNS = 6  # tiles per gallery row: at 1024 px, 8 columns cut the buttons' "#index · class" labels
 MAP_POINTS = 2000
 DEFAULT_METHODS = ("gradient_shap", "integrated_gradients", "saliency")
 TAB_GALLERY, TAB_MAP, TAB_UPLOAD = "Gallery", "Latent map", "Upload"
@@ -97,7 +97,7 @@ with gallery_tab:
             col = columns[j % COLUMNS]
             col.image(images.thumbnail(x_all[int(index)].numpy()), output_format="PNG")
             label = explorer.label_name(dataset, int(y_all[int(index)]))
-            short = label if len(label) <= 7 else label[:5] + "."
+            short = label if len(label) <= 4 else label[:3] + "."  # the full class is in the help
             col.button(f"#{int(index)} · {short}" if class_names else f"#{int(index)}", key=f"sal_pick_{int(index)}", on_click=_pick, args=(int(index),),
                        type="primary" if int(index) == sample else "secondary", width="stretch",
                        help=f"Explain test sample #{int(index)} (class {label})")

@@ -282,7 +282,7 @@ def run_consistency_examples(
     result.checkpoints = [hub.describe(name)]
     if if_depth != 100 or len(train) != 1000 or len(test) != 1000:
         result.notes.append(f"reduced run: {len(train)} × {len(test)} subsets, LiSSA depth {if_depth} "
-                            f"(METHOD: 1000 × 1000, depth 100)")
+                            f"(full protocol: 1000 × 1000, depth 100)")
     result.wall_time_s = time.perf_counter() - start
     return result
 

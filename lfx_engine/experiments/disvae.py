@@ -313,7 +313,7 @@ def run_disvae(
         result.notes.append(f"Spearman on a deterministic sample of {spearman_max_pixels:,} (image, pixel) columns "
                             f"(bottom-k hash sketch); Pearson, cosine, entropy, salient units are exact")
     if result.n_runs < 5:
-        result.notes.append(f"at most {result.n_runs} run(s) per (loss, β) (METHOD: 5)")
+        result.notes.append(f"at most {result.n_runs} run(s) per (loss, β) (full protocol: 5)")
     result.wall_time_s = time.perf_counter() - start
     return result
 

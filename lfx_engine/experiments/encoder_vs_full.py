@@ -213,7 +213,7 @@ def run_encoder_vs_full(
                      "mode": "eval (BatchNorm running statistics)", "batch_size": batch_size, "device": str(dev)}
     result.seeds = {"attribution_seed": seed}
     if len(names) < 5:
-        result.notes.append(f"{len(names)} classifier(s) used (METHOD: 5)")
+        result.notes.append(f"{len(names)} classifier(s) used (full protocol: 5)")
     result.wall_time_s = time.perf_counter() - start
     return result
 

@@ -205,7 +205,7 @@ def run_lucid(
                      "n_stats": len(x_stats), "device": str(lucent_device)}
     result.seeds = {"render_seed": f"{seed} + unit index"}
     if steps != 1000:
-        result.notes.append(f"{steps} optimisation steps (METHOD: 1000)")
+        result.notes.append(f"{steps} optimisation steps (full protocol: 1000)")
     result.wall_time_s = time.perf_counter() - start
     return result
 

@@ -246,7 +246,7 @@ def run_pretext(
                      "overlay_run": complete[0], "overlay_test_rows": overlay_rows, "device": str(dev)}
     result.seeds = {"gradient_shap_seed": seed, "subsample_seed": seed}
     if len(complete) < 5:
-        result.notes.append(f"{len(complete)} run(s) used (METHOD: 5); std over fewer runs is less reliable"
+        result.notes.append(f"{len(complete)} run(s) used (full protocol: 5); std over fewer runs is less reliable"
                             + (" and undefined for one run" if len(complete) == 1 else ""))
     for kind in KINDS:
         cap = spearman_max_elements
