@@ -230,10 +230,10 @@ def test_bad_uploads_show_errors_and_offer_fixes() -> None:
     at.checkbox(key="sal_fix_convert").check().run()
     ok(at)
     assert r"Your upload “photo\.png”" in texts(at)  # file names are shown escaped, never as Markdown
-    assert len(at.image) == 3
+    assert len(at.image) == 6  # input, |attr| + bar, signed + bar, overlay
     # a valid 28×28 grayscale digit works directly
     at.file_uploader(key="sal_upload").set_value(("ok.png", png(), "image/png")).run()
-    assert ok(at) and len(at.image) == 3
+    assert ok(at) and len(at.image) == 6
 
 
 def test_upload_decoder_cases() -> None:
