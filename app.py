@@ -17,7 +17,7 @@ _starting = st.empty()
 if "lfx_ui.engine" not in sys.modules:
     _starting.info("Starting LFX Explorer: loading the engine (first visit after the server starts)…",
                    icon=":material/hourglass_top:")
-from lfx_ui import router, state  # noqa: E402 - after the start-up message, on purpose
+from lfx_ui import report, router, state  # noqa: E402 - after the start-up message, on purpose
 from lfx_ui.engine import stopped_notice  # noqa: E402
 
 _starting.empty()
@@ -48,7 +48,11 @@ page = st.navigation(PAGES)
 try:
     with router.routing():
         stopped_notice()
+        report.start()
+        state.forget_bindings()
         page.run()
 finally:
     # also after st.stop() in a page (e.g. a missing dataset), so the link still names the selection
     state.write_to_url()
+# after the page: its figures are registered, so the report holds them all
+report.sidebar_button(page.title, page.url_path)

@@ -15,7 +15,7 @@ import streamlit as st
 
 from lfx_engine.explorer import METHOD_TITLES
 from lfx_engine.metrics.masking_controls import INPUT_CONTROLS, RANDOM_INIT
-from lfx_ui import images
+from lfx_ui import images, report
 
 #: Altair selection name and Streamlit key of the latent map (tests inject selections under these).
 LATENT_CHART_KEY = "latent_chart"
@@ -81,6 +81,7 @@ def downloads(stem: str, *, csv: Callable[[], pd.DataFrame] | pd.DataFrame,
     stem = _slug(stem)
     key = _slug(key or stem)
     frame = csv
+    report.register(stem, csv=csv, chart=chart, png=png)
 
     def csv_bytes() -> bytes:
         table = frame() if callable(frame) else frame

@@ -10,7 +10,7 @@ link reopens the same view; after every run the URL is rewritten from them.
 from __future__ import annotations
 
 import builtins
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import streamlit as st
 
@@ -159,6 +159,48 @@ def requested(field: str, options: Sequence[Any]) -> Any:
     if value is None or value == "" or value in list(options):
         return None
     return value
+
+
+_LINK_FORMATS = "_lfx_link_formats"
+
+
+def bind(key: str, format_func: Callable[[Any], str] | None = None) -> dict[str, Any]:
+    """Widget keyword arguments that keep the widget's value in the link (Streamlit's ``bind="query-params"``).
+
+    The key is the link's parameter name. ``format_func`` (given to the widget too) is how the link spells a
+    value: Streamlit writes an option's label, so :func:`linked_settings` (the report's deep link) does too.
+    """
+    st.session_state.setdefault(_LINK_FORMATS, {})[key] = format_func
+    kwargs: dict[str, Any] = {"key": key, "bind": "query-params"}
+    if format_func is not None:
+        kwargs["format_func"] = format_func
+    return kwargs
+
+
+def link_text(value: Any, format_func: Callable[[Any], str] | None = None) -> str:
+    """A bound widget's value as its link parameter: the option's label, a number, true/false."""
+    if format_func is not None:
+        return str(format_func(value))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def linked_settings() -> dict[str, str]:
+    """Every bound widget of the current view with its value, as the link spells it."""
+    out: dict[str, str] = {}
+    for key, fmt in st.session_state.get(_LINK_FORMATS, {}).items():
+        if key in st.session_state and (st.session_state[key] is not None or fmt is not None):
+            try:
+                out[key] = link_text(st.session_state[key], fmt)
+            except Exception:  # noqa: BLE001 - a formatter of another page's options
+                continue
+    return out
+
+
+def forget_bindings() -> None:
+    """Start a page run with no bound widget registered (the page registers its own)."""
+    st.session_state[_LINK_FORMATS] = {}
 
 
 def url_error() -> str | None:

@@ -102,8 +102,8 @@ def subset_choice(page: str, size: int, default_cpu: int, container=None, label:
     default = None if get_explorer().device.type == "cuda" else min(default_cpu, size)
     if default is not None and default not in options:
         options = sorted({*[o for o in options if o is not None], default}) + [None]
-    return box.selectbox(label, options, index=options.index(default), key=f"{page}_n_test", bind="query-params",
-                         format_func=lambda n: f"all {size:,} (full test split)" if n is None else f"first {n:,}",
+    return box.selectbox(label, options, index=options.index(default), **state.bind(f"{page}_n_test", lambda n: f"all {size:,} (full test split)" if n is None
+                                      else f"first {n:,}"),
                          help="Dataset-wide results use the first n test inputs; the full split is the paper's "
                               "setting but takes much longer on a CPU. Results are cached on disk by checkpoint "
                               "and parameters, so each setting is computed once.")

@@ -156,8 +156,8 @@ if result is not None:
     long = metrics.melt(id_vars=["model", "loss", "beta", "run"], value_vars=list(sc.METRIC_TITLES),
                         var_name="metric", value_name="value")
     most_runs = int(metrics.groupby(["loss", "beta"])["run"].nunique().max())
-    box = st.radio("Plot", ["strip", "box"], index=1 if most_runs >= 3 else 0, horizontal=True, key="dis_plot", bind="query-params",
-                   format_func=lambda k: "Strip plot (one dot per model)" if k == "strip" else "Box plot + dots")
+    box = st.radio("Plot", ["strip", "box"], index=1 if most_runs >= 3 else 0, horizontal=True, **state.bind("dis_plot", lambda k: "Strip plot (one dot per model)" if k == "strip" else
+                                           "Box plot + dots"))
     chart = sc.disentanglement_metrics(long, reference, f"{get_spec(dataset).title} VAEs: unit-map metrics vs β "
                                        f"(n = {int(metrics['n_test'].iloc[0]):,})", box=box == "box")
     st.altair_chart(chart, width="content")
@@ -201,10 +201,10 @@ if not explorer.has_decoder(name):
     st.info("This VAE has no decoder declared (decoder = '…' in the project file), so its codes cannot be decoded.")
     st.stop()
 ctrl = st.columns(3)
-span = ctrl[0].slider("Range around μ_j (±)", min_value=0.5, max_value=6.0, value=3.0, step=0.5, key="dis_span", bind="query-params",
+span = ctrl[0].slider("Range around μ_j (±)", min_value=0.5, max_value=6.0, value=3.0, step=0.5, **state.bind("dis_span"),
                       help="Each row varies one unit over μ_j ± this range (prior N(0, 1)); the others keep the "
                            "sample's posterior mean.")
-steps = ctrl[1].slider("Steps per unit", min_value=3, max_value=11, value=7, step=2, key="dis_steps", bind="query-params")
+steps = ctrl[1].slider("Steps per unit", min_value=3, max_value=11, value=7, step=2, **state.bind("dis_steps"))
 mu = None
 with user_errors():
     mu = study.latent_code(name, sample)

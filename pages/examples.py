@@ -62,9 +62,9 @@ controls = st.columns([3, 1, 1])
 methods = state.choose_many("xmethods", "Example-importance methods", EXAMPLE_METHODS, widget_key="ex_methods",
                             default=DEFAULT_METHODS, format_func=charts.title, container=controls[0])
 default_n = 1000 if explorer.device.type == "cuda" else 200
-n = controls[1].selectbox("Subset size n", SIZES, index=SIZES.index(default_n), key="ex_n", bind="query-params",
+n = controls[1].selectbox("Subset size n", SIZES, index=SIZES.index(default_n), **state.bind("ex_n"),
                           help=glossary.define("Training subset"))
-k = controls[2].slider("k shown", min_value=3, max_value=20, value=8, key="ex_k", bind="query-params")
+k = controls[2].slider("k shown", min_value=3, max_value=20, value=8, **state.bind("ex_k"))
 
 subsets = None
 with user_errors():
@@ -109,14 +109,14 @@ def params_inputs(method: str) -> dict[str, Any]:
     cols = st.columns(max(1, len(current)))
     for col, (key, value) in zip(cols, current.items()):
         if key == "hessian":
-            values[key] = col.selectbox("Hessian", HESSIANS, index=HESSIANS.index(value), key=f"ex_{method}_{key}",
-                                        bind="query-params", help=PARAM_HELP.get(key))
+            values[key] = col.selectbox("Hessian", HESSIANS, index=HESSIANS.index(value), **state.bind(f"ex_{method}_{key}"),
+                                        help=PARAM_HELP.get(key))
         elif isinstance(value, int):
             values[key] = col.number_input(key.replace("_", " "), min_value=1, value=int(value), step=1,
-                                           key=f"ex_{method}_{key}", bind="query-params", help=PARAM_HELP.get(key))
+                                           **state.bind(f"ex_{method}_{key}"), help=PARAM_HELP.get(key))
         else:
             values[key] = col.number_input(LABELS.get(key, key.replace("_", " ")), min_value=0.0, value=float(value),
-                                           format="%g", key=f"ex_{method}_{key}", bind="query-params", help=PARAM_HELP.get(key))
+                                           format="%g", **state.bind(f"ex_{method}_{key}"), help=PARAM_HELP.get(key))
     return values
 
 
@@ -195,7 +195,7 @@ def show_examples(method: str, row: np.ndarray) -> None:
 
 
 tab_labels = [charts.title(m) for m in methods] + [RATES_TAB]
-tabs = st.tabs(tab_labels, key="ex_tab", bind="query-params", on_change="rerun")
+tabs = st.tabs(tab_labels, **state.bind("ex_tab"), on_change="rerun")
 
 for tab, method in zip(tabs, methods):
     with tab:

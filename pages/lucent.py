@@ -47,19 +47,19 @@ if not targets:
 
 by_layer = {t["layer"]: t for t in targets}
 left, right = st.columns([3, 2])
-layer = left.selectbox("What to maximise", list(by_layer), format_func=lambda k: by_layer[k]["title"],
-                       key="luc_layer", bind="query-params")
+layer = left.selectbox("What to maximise", list(by_layer),
+                       **state.bind("luc_layer", lambda k: by_layer[k]["title"]))
 n_units = by_layer[layer]["units"]
 noun = "unit" if layer == "latent" else "channel"
 unit = right.number_input(f"{noun.capitalize()} (0–{n_units - 1})", min_value=0, max_value=n_units - 1, value=0,
-                          step=1, key=f"luc_unit_{layer}", bind="query-params")
+                          step=1, **state.bind(f"luc_unit_{layer}"))
 c1, c2, c3 = st.columns(3)
 steps = int(c1.number_input("Optimisation steps", min_value=1, max_value=20_000, value=DEFAULT_STEPS, step=64,
-                            key="luc_steps", bind="query-params", help=glossary.define("Render steps")))
-seed = int(c2.number_input("Seed", min_value=0, max_value=2 ** 31 - 1, value=0, step=1, key="luc_seed", bind="query-params",
+                            **state.bind("luc_steps"), help=glossary.define("Render steps")))
+seed = int(c2.number_input("Seed", min_value=0, max_value=2 ** 31 - 1, value=0, step=1, **state.bind("luc_seed"),
                            help=f"{noun.capitalize()} j renders with seed + j, as `reproduce lucid` does, so the "
                                 "CLI's renders are reused."))
-leaky = c3.checkbox("LeakyReLU(0.1) instead of ReLU", key="luc_leaky", bind="query-params",
+leaky = c3.checkbox("LeakyReLU(0.1) instead of ReLU", **state.bind("luc_leaky"),
                     help="The reproduction study rebuilt the encoder with LeakyReLU(0.1); the default keeps the "
                          "activation the model was trained with.")
 on_gpu = torch.cuda.is_available()

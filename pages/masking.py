@@ -73,7 +73,7 @@ if st.session_state.get("mask_n", 0) > limit:  # a larger test split was chosen 
 initial_n = None if "mask_n" in st.session_state else default_n
 small = limit < 20  # a user's small test split: any size from 1
 n_samples = right.slider("Test inputs in the subset (the first n of the test split)", min_value=1 if small else 10,
-                         max_value=limit, value=initial_n, step=1 if small else 10, key="mask_n", bind="query-params",
+                         max_value=limit, value=initial_n, step=1 if small else 10, **state.bind("mask_n"),
                          help="Larger subsets give tighter bands but take longer the first time "
                               "(results are cached on disk afterwards).")
 if not methods:
@@ -146,8 +146,8 @@ if sample is not None:
         st.altair_chart(chart, width="stretch")
         charts.downloads(f"masking_{name}_sample{sample}", csv=curve, chart=chart, key="mask_sample_curve")
 
-    view_method = st.selectbox("Show the masked input for", [*methods, "random"], format_func=charts.title,
-                               key="mask_view_method", bind="query-params")
+    view_method = st.selectbox("Show the masked input for", [*methods, "random"],
+                               **state.bind("mask_view_method", charts.title))
     with user_errors():
         views, counts, masks = masked_views(name, sample, view_method)
         x_sample, label = explorer.sample(name, sample)

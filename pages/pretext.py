@@ -50,7 +50,7 @@ with user_errors():
 if size is None:
     st.stop()
 
-corr = st.sidebar.radio("Correlation", ["pearson", "spearman"], format_func=str.capitalize, key="pre_corr", bind="query-params",
+corr = st.sidebar.radio("Correlation", ["pearson", "spearman"], **state.bind("pre_corr", str.capitalize),
                         horizontal=True, help="Pearson is exact; Spearman ranks a deterministic random subset of "
                                               "at most 2 M values per task when the arrays are larger.")
 n_test = study.subset_choice("pre", size, 500)
@@ -120,8 +120,7 @@ if result is not None:
 st.divider()
 st.subheader("The four encoders on the selected sample")
 default_run = complete[0] if complete else runs[0]
-run = st.selectbox("Run", runs, index=runs.index(default_run), key="pre_run", bind="query-params",
-                   format_func=lambda r: f"run {r}" + ("" if r in complete else " (incomplete)"))
+run = st.selectbox("Run", runs, index=runs.index(default_run), **state.bind("pre_run", lambda r: f"run {r}" + ("" if r in complete else " (incomplete)")))
 models = explorer.pretext_models(dataset, run)
 pick_col, maps_col = st.columns([1, 4])
 sample = None

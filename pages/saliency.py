@@ -69,7 +69,7 @@ def _goto() -> None:
 
 
 # ---------------------------------------------------------------------------- input choice
-gallery_tab, map_tab, upload_tab = st.tabs([TAB_GALLERY, TAB_MAP, TAB_UPLOAD], key="sal_source", bind="query-params",
+gallery_tab, map_tab, upload_tab = st.tabs([TAB_GALLERY, TAB_MAP, TAB_UPLOAD], **state.bind("sal_source"),
                                            on_change="rerun")
 
 with gallery_tab:
@@ -180,11 +180,11 @@ def view_settings() -> tuple[str, str, str]:
     """Heat-map view, |attr| colour map and signed colour map (kept in the link)."""
     v0, v1, v2 = st.columns([2, 1, 1])
     view = v0.segmented_control("Heat maps", VIEWS, default="both", required=True,
-                                key="sal_view", bind="query-params",
+                                **state.bind("sal_view"),
                                 help="Magnitude |attr|: how much each pixel matters. Signed: red raises the similarity "
                                      "⟨f(x), f(x̃)⟩ to the explained input, blue lowers it.")
-    cmap = v1.selectbox("|attr| colours", images.SEQUENTIAL_CMAPS, key="sal_cmap", bind="query-params")
-    signed_cmap = v2.selectbox("Signed colours", images.DIVERGING_CMAPS, key="sal_scmap", bind="query-params",
+    cmap = v1.selectbox("|attr| colours", images.SEQUENTIAL_CMAPS, **state.bind("sal_cmap"))
+    signed_cmap = v2.selectbox("Signed colours", images.DIVERGING_CMAPS, **state.bind("sal_scmap"),
                                help="Diverging: white is 0, the two ends are ±max |attr|.")
     return view or "both", cmap, signed_cmap
 

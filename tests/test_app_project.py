@@ -60,7 +60,7 @@ def test_saliency_on_user_models(name: str) -> None:
     assert at.session_state["sel_model"] == name
     assert "Test sample #2" in texts(at)
     gallery = 12 if name == "small_ae_unlabelled" else 24  # its test split holds 12 images
-    assert len(at.image) == gallery + 6  # the gallery, then input, heat map and overlay per method
+    assert len(at.image) == gallery + 12  # the gallery, then per method: input, |attr| + bar, signed + bar, overlay
     labels = [b.label for b in at.button if b.key and b.key.startswith("sal_pick_")]
     if name == "small_ae_unlabelled":
         assert labels and all(label.startswith("#") and "·" not in label for label in labels)
