@@ -380,3 +380,21 @@ def test_randomised_copy_redraws_every_parameter_and_leaves_the_original() -> No
 
     with pytest.raises(ParameterError, match="initialiser"):
         randomised_copy(Scaled())
+
+
+def test_map_agreement_of_two_importance_maps() -> None:
+    from lfx_engine.metrics import map_agreement
+
+    a = np.arange(100, dtype=float).reshape(10, 10)
+    same = map_agreement(a, a * 3 + 1)
+    assert same["pearson"] == pytest.approx(1.0) and same["spearman"] == pytest.approx(1.0)
+    assert same["top_overlap"] == 1.0 and same["top_k"] == 10
+    flipped = map_agreement(a, -a)
+    assert flipped["spearman"] == pytest.approx(-1.0) and flipped["top_overlap"] == 0.0
+    b = a.copy().ravel()
+    b[[99, 98]] = -1  # two of a's top ten fall out of b's
+    assert map_agreement(a, b)["top_overlap"] == pytest.approx(0.8)
+    with pytest.raises(Exception, match="differ in size"):
+        map_agreement(a, a[:5])
+    with pytest.raises(Exception, match="top must lie"):
+        map_agreement(a, a, top=0)

@@ -5,6 +5,7 @@ from .correlation import (
     masked_pixel_correlation,
     mean_std,
     mean_std_table,
+    map_agreement,
     pooled_correlation_matrix,
 )
 from .disentanglement import (
@@ -40,6 +41,7 @@ __all__ = [
     "mean_std",
     "mean_std_table",
     "off_diagonal_mean",
+    "map_agreement",
     "pooled_correlation_matrix",
     "representation_shift",
     "shift_curve",

@@ -179,3 +179,22 @@ def _as_np(a: np.ndarray | torch.Tensor) -> np.ndarray:
     if isinstance(a, torch.Tensor):
         return a.detach().cpu().numpy()
     return np.asarray(a)
+
+
+def map_agreement(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, top: float = 0.1) -> dict[str, float]:
+    """How alike two importance maps of one input are: Pearson and Spearman over features, and the share of
+    ``a``'s top-``top`` features that are also among ``b``'s (1 = the same most important features).
+
+    For a side-by-side comparison of two models or two methods on the same sample.
+    """
+    if not 0 < top <= 1:
+        raise ParameterError(f"top must lie in (0, 1], got {top}")
+    x, y = _flat(a), _flat(b)
+    if x.size != y.size:
+        raise ParameterError(f"the maps differ in size: {x.size} and {y.size} features")
+    pearson = float(pooled_correlation_matrix([x, y], "pearson")[0, 1])
+    spearman = float(pooled_correlation_matrix([x, y], "spearman")[0, 1])
+    k = max(1, int(round(top * x.size)))
+    top_x, top_y = np.argsort(-x, kind="stable")[:k], np.argsort(-y, kind="stable")[:k]
+    overlap = len(np.intersect1d(top_x, top_y)) / k
+    return {"pearson": pearson, "spearman": spearman, "top_overlap": float(overlap), "top_k": float(k)}
