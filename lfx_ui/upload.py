@@ -220,7 +220,8 @@ def decode_image(data: bytes, filename: str, expected_shape: tuple[int, int, int
     if channels == 1 and (height, width) == (28, 28):
         out.proposed["centre"] = "resize" in out.fixable
         out.hints["centre"] = ("Crop to the ink, scale its longer side to 20 px keeping the aspect ratio and centre "
-                               "it by its centre of mass in 28×28, as MNIST's digits were prepared.")
+                               "it by its centre of mass in 28×28, as MNIST's digits were prepared (this replaces "
+                               "the plain resize of the whole frame).")
 
     fixes = {"convert": convert, "resize": resize or (centre and "centre" in out.proposed)}
     out.unfixed = [kind for kind in out.fixable if not fixes[kind]]

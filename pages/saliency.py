@@ -32,9 +32,8 @@ DEFAULT_METHODS = ("gradient_shap", "integrated_gradients", "saliency")
 TAB_GALLERY, TAB_MAP, TAB_UPLOAD = "Gallery", "Latent map", "Upload"
 FIX_LABELS = {"resize": "Resize it to the model's input size", "convert": "Convert its colour channels",
               "resample": "Resample it to the model's length",
-              "invert": "Invert colours (dark strokes on a light background → MNIST-style)",
-              "centre": "Centre it MNIST-style (ink cropped, scaled to 20 px, centred by mass)",
-              "znorm": "Z-normalise it (subtract the mean, divide by the std, like ECG5000)"}
+              "invert": "Invert colours (MNIST: light on dark)", "centre": "Centre the digit MNIST-style",
+              "znorm": "Z-normalise it (mean 0, std 1)"}
 
 router.ensure_routed()
 explorer = get_explorer()
@@ -126,16 +125,15 @@ with map_tab:
 upload_x, upload_digest, upload_name = None, None, None
 
 
-def conversion_settings(first: upload.Decoded, key: str) -> dict[str, bool]:
+def conversion_settings(first: upload.Decoded, key: str, box) -> dict[str, bool]:
     """One checkbox per proposed conversion, defaulted as proposed and keyed by the file (fresh for each file)."""
-    return {kind: st.checkbox(FIX_LABELS[kind], value=default, key=f"sal_fix_{kind}_{key}",
-                              help=first.hints.get(kind))
+    return {kind: box.checkbox(FIX_LABELS[kind], value=default, key=f"sal_fix_{kind}_{key}",
+                               help=first.hints.get(kind) or first.fixable.get(kind))
             for kind, default in first.proposed.items()}
 
 
-def before_after(first: upload.Decoded, decoded: upload.Decoded) -> None:
-    """The file as uploaded next to exactly what the model receives (or why it cannot receive it)."""
-    left, right = st.columns(2)
+def before_after(first: upload.Decoded, decoded: upload.Decoded, left, right) -> None:
+    """The file as uploaded (``left``) next to exactly what the model receives, or why it cannot (``right``)."""
     if first.preview is not None:
         if series:
             left.image(images.series_thumbnail(first.preview, width=images.DISPLAY_SIZE * 2, height=120),
@@ -185,23 +183,25 @@ with upload_tab:
 
             first = decode()
             column = first.column
+            settings_box, before_box, after_box = st.columns([1.5, 1, 1])
             if len(first.columns) > 1:
-                column = st.selectbox("Column holding the beat", first.columns, key=f"sal_upload_column_{file_key}",
-                                      index=first.columns.index(first.column) if first.column in first.columns
-                                      else 0)
+                column = settings_box.selectbox(
+                    "Column holding the beat", first.columns, key=f"sal_upload_column_{file_key}",
+                    index=first.columns.index(first.column) if first.column in first.columns else 0)
                 if column != first.column:
                     first = decode(column=column)
             decoded = first
             if first.proposed:  # it decodes: its errors (if any) may depend on the conversions chosen
                 col_key = f"{file_key}_{first.columns.index(column)}" if column in first.columns else file_key
-                settings = conversion_settings(first, col_key)
+                settings_box.markdown("**Conversions proposed for this file**")
+                settings = conversion_settings(first, col_key, settings_box)
                 decoded = decode(**({"column": column} if series else {}), **settings)
             for error in decoded.errors:
                 st.error(error, icon=":material/block:")
             if first.proposed:
-                before_after(first, decoded)
+                before_after(first, decoded, before_box, after_box)
             for note in decoded.notes:
-                st.caption(note)
+                (after_box if first.proposed else st).caption(note)
             if decoded.ok:
                 with user_errors():
                     explorer.check_input(name, decoded.x)

@@ -5,6 +5,8 @@ import io
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 from lfx_ui import upload
@@ -169,3 +171,16 @@ def test_junk_images_still_get_clear_errors() -> None:
     assert "not a PNG or JPEG" in upload.decode_image(b"hello", "t.png", MNIST).errors[0]
     assert "empty" in upload.decode_image(b"", "e.png", MNIST).errors[0]
     assert upload.decode_image(b"hello", "t.png", MNIST).proposed == {}  # nothing to propose for junk
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet="0123456789.,;\t -e\nnaxvt", max_size=400), column=st.sampled_from(
+    [None, "value", "column 2", upload.ALL_VALUES]), znorm=st.booleans())
+def test_any_text_table_decodes_or_says_why(text: str, column: str | None, znorm: bool) -> None:
+    """Tables of any shape (ragged, headered, empty cells) give an input or a message, never an exception."""
+    out = upload.decode_series(text.encode(), "t.csv", 140, resample=True, bound=70.0, column=column, znorm=znorm)
+    if out.ok:
+        x = out.x.numpy()
+        assert x.shape == (1, 140, 1) and np.isfinite(x).all() and np.abs(x).max() <= 70.0
+    else:
+        assert out.errors
