@@ -132,12 +132,18 @@ def conversion_settings(first: upload.Decoded, key: str, box) -> dict[str, bool]
             for kind, default in first.proposed.items()}
 
 
+def value_range(values: np.ndarray) -> str:
+    """A series' range for its tile's caption (the tiles scale to fit, so the numbers show the scale)."""
+    return f"{float(np.min(values)):.3g} … {float(np.max(values)):.3g}"
+
+
 def before_after(first: upload.Decoded, decoded: upload.Decoded, left, right) -> None:
     """The file as uploaded (``left``) next to exactly what the model receives, or why it cannot (``right``)."""
     if first.preview is not None:
         if series:
             left.image(images.series_thumbnail(first.preview, width=images.DISPLAY_SIZE * 2, height=120),
-                       caption=f"as uploaded: {first.preview.size} values", output_format="PNG")
+                       caption=f"as uploaded: {first.preview.size} values, {value_range(first.preview)}",
+                       output_format="PNG")
         else:
             colour = "colour" if first.preview.shape[0] == 3 else "grey"
             left.image(images.input_image(first.preview), caption=f"as uploaded ({colour})", output_format="PNG")
@@ -145,8 +151,8 @@ def before_after(first: upload.Decoded, decoded: upload.Decoded, left, right) ->
         x = decoded.x[0].numpy()
         tile = images.series_thumbnail(x[:, 0], width=images.DISPLAY_SIZE * 2, height=120) if series \
             else images.input_image(x)
-        right.image(tile, caption="what the model receives: " + "×".join(str(s) for s in x.shape),
-                    output_format="PNG")
+        caption = "what the model receives: " + "×".join(str(s) for s in x.shape)
+        right.image(tile, caption=caption + (f", {value_range(x)}" if series else ""), output_format="PNG")
     elif decoded.unfixed:
         for kind in decoded.unfixed:
             right.error(f"{first.fixable[kind]} It cannot be used as is: tick “{FIX_LABELS[kind]}”.",

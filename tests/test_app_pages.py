@@ -339,7 +339,10 @@ def test_ecg_upload_of_a_headered_two_column_csv() -> None:
     assert column.value == "value" and column.options == ["time", "value"]
     assert fix_box(at, "znorm").value  # mean 2: not z-normalised, so z-normalisation is proposed
     assert len(charts(at)) == 1 and "Your upload" in texts(at)
-    assert any(c.startswith("what the model receives: 140×1") for c in captions(at))
+    received = next(c for c in captions(at) if c.startswith("what the model receives: 140×1, "))
+    low, high = (float(v) for v in received.split(", ")[1].split(" … "))
+    assert -2 < low < -1 and 1 < high < 2  # z-normalised, while the upload spans 1 … 3
+    assert any(c.startswith("as uploaded: 140 values, 1 … 3") for c in captions(at)), captions(at)
     column.select("time").run()  # the other column is a beat too (0…139, far beyond the data unless z-normalised)
     ok(at)
     assert len(charts(at)) == 1
