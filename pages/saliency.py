@@ -31,7 +31,9 @@ MAP_POINTS = 2000
 DEFAULT_METHODS = ("gradient_shap", "integrated_gradients", "saliency")
 TAB_GALLERY, TAB_MAP, TAB_UPLOAD = "Gallery", "Latent map", "Upload"
 FIX_LABELS = {"resize": "Resize it to the model's input size", "convert": "Convert its colour channels",
-              "resample": "Resample it to the model's length"}
+              "resample": "Resample it to the model's length",
+              "invert": "Invert colours (MNIST: light on dark)", "centre": "Centre the digit MNIST-style",
+              "znorm": "Z-normalise it (mean 0, std 1)"}
 
 router.ensure_routed()
 explorer = get_explorer()
@@ -121,13 +123,49 @@ with map_tab:
             charts.downloads(f"latent_map_{name}", csv=frame, chart=chart, key="sal_latent")
 
 upload_x, upload_digest, upload_name = None, None, None
+
+
+def conversion_settings(first: upload.Decoded, key: str, box) -> dict[str, bool]:
+    """One checkbox per proposed conversion, defaulted as proposed and keyed by the file (fresh for each file)."""
+    return {kind: box.checkbox(FIX_LABELS[kind], value=default, key=f"sal_fix_{kind}_{key}",
+                               help=first.hints.get(kind) or first.fixable.get(kind))
+            for kind, default in first.proposed.items()}
+
+
+def value_range(values: np.ndarray) -> str:
+    """A series' range for its tile's caption (the tiles scale to fit, so the numbers show the scale)."""
+    return f"{float(np.min(values)):.3g} … {float(np.max(values)):.3g}"
+
+
+def before_after(first: upload.Decoded, decoded: upload.Decoded, left, right) -> None:
+    """The file as uploaded (``left``) next to exactly what the model receives, or why it cannot (``right``)."""
+    if first.preview is not None:
+        if series:
+            left.image(images.series_thumbnail(first.preview, width=images.DISPLAY_SIZE * 2, height=120),
+                       caption=f"as uploaded: {first.preview.size} values, {value_range(first.preview)}",
+                       output_format="PNG")
+        else:
+            colour = "colour" if first.preview.shape[0] == 3 else "grey"
+            left.image(images.input_image(first.preview), caption=f"as uploaded ({colour})", output_format="PNG")
+    if decoded.ok:
+        x = decoded.x[0].numpy()
+        tile = images.series_thumbnail(x[:, 0], width=images.DISPLAY_SIZE * 2, height=120) if series \
+            else images.input_image(x)
+        caption = "what the model receives: " + "×".join(str(s) for s in x.shape)
+        right.image(tile, caption=caption + (f", {value_range(x)}" if series else ""), output_format="PNG")
+    elif decoded.unfixed:
+        for kind in decoded.unfixed:
+            right.error(f"{first.fixable[kind]} It cannot be used as is: tick “{FIX_LABELS[kind]}”.",
+                        icon=":material/aspect_ratio:")
+
+
 with upload_tab:
     if upload_tab.open:
         kinds = upload.SERIES_TYPES if series else upload.IMAGE_TYPES
         shape = tuple(x_all.shape[1:])
-        what = (f"one beat as {shape[0]} comma-separated numbers (z-normalised like ECG5000)" if series
-                else f"a PNG or JPEG image ({shape[2]}×{shape[1]}, "
-                     f"{'grayscale' if shape[0] == 1 else 'RGB'}; others can be converted)")
+        what = (f"one beat of {shape[0]} numbers: a row, a column, or a table with a column of them" if series
+                else f"a PNG or JPEG image (the model takes {shape[2]}×{shape[1]}, "
+                     f"{'grayscale' if shape[0] == 1 else 'RGB'}; others are converted)")
         # no `type=` filter: Streamlit raises on a file of another extension (a modified client can send one);
         # the decoders read the content itself and say what is wrong with it
         uploaded = st.file_uploader(f"Upload {what} ({', '.join(kinds)})", key="sal_upload",
@@ -142,26 +180,34 @@ with upload_tab:
                           on_click=lambda: st.session_state.pop("sal_upload_file", None))
         if stored is not None:
             filename, content = stored
+            file_key = upload.content_digest(content)  # conversion widgets start afresh for every new file
 
-            def decode(**fixes):
+            def decode(**settings):
                 if series:
-                    return upload.decode_series(content, filename, shape[0], bound=series_bound, **fixes)
-                return upload.decode_image(content, filename, shape, **fixes)
+                    return upload.decode_series(content, filename, shape[0], bound=series_bound, **settings)
+                return upload.decode_image(content, filename, shape, **settings)
 
             first = decode()
-            fixes = {}
-            for error in first.errors:
+            column = first.column
+            settings_box, before_box, after_box = st.columns([1.5, 1, 1])
+            if len(first.columns) > 1:
+                column = settings_box.selectbox(
+                    "Column holding the beat", first.columns, key=f"sal_upload_column_{file_key}",
+                    index=first.columns.index(first.column) if first.column in first.columns else 0)
+                if column != first.column:
+                    first = decode(column=column)
+            decoded = first
+            if first.proposed:  # it decodes: its errors (if any) may depend on the conversions chosen
+                col_key = f"{file_key}_{first.columns.index(column)}" if column in first.columns else file_key
+                settings_box.markdown("**Conversions proposed for this file**")
+                settings = conversion_settings(first, col_key, settings_box)
+                decoded = decode(**({"column": column} if series else {}), **settings)
+            for error in decoded.errors:
                 st.error(error, icon=":material/block:")
-            for kind, message in first.fixable.items():
-                if not st.session_state.get(f"sal_fix_{kind}", False):
-                    st.error(message, icon=":material/aspect_ratio:")
-                fixes[kind] = st.checkbox(FIX_LABELS[kind], key=f"sal_fix_{kind}")
-            if not series:
-                fixes["invert"] = st.checkbox("Invert colours (dark strokes on a light background → MNIST-style)",
-                                              key="sal_fix_invert")
-            decoded = decode(**fixes) if (fixes and not first.errors) else first
+            if first.proposed:
+                before_after(first, decoded, before_box, after_box)
             for note in decoded.notes:
-                st.caption(note)
+                (after_box if first.proposed else st).caption(note)
             if decoded.ok:
                 with user_errors():
                     explorer.check_input(name, decoded.x)

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 pytest.importorskip("streamlit.testing.v1")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -242,28 +242,81 @@ def test_bad_links_are_explained_not_fatal() -> None:
     assert "Test sample #0" in texts(at)
 
 
+def captions(at: AppTest) -> list[str]:
+    """The captions of every image on the page (before/after tiles, heat maps, colour bars)."""
+    return [c for image in at.image for c in image.captions]
+
+
+def heat_maps(at: AppTest) -> int:
+    """How many |attr| heat maps the per-sample panel shows."""
+    return sum("heat map" in c for c in captions(at))
+
+
+def upload_file(at: AppTest, filename: str, content: bytes, mime: str = "image/png") -> AppTest:
+    at.file_uploader(key="sal_upload").set_value((filename, content, mime)).run()
+    return at
+
+
+def fix_box(at: AppTest, kind: str):
+    """The conversion checkbox of ``kind`` for the current file (its key carries the file's digest)."""
+    boxes = [c for c in at.checkbox if c.key and c.key.startswith(f"sal_fix_{kind}_")]
+    assert len(boxes) == 1, [c.key for c in at.checkbox]
+    return boxes[0]
+
+
 def test_bad_uploads_show_errors_and_offer_fixes() -> None:
     at = ok(open_page("saliency", dataset="mnist", model="mnist_dae_consistency", methods=["saliency"]))
     at.session_state["sal_source"] = "Upload"
     ok(at.run())
-    at.file_uploader(key="sal_upload").set_value(("digit.png", os.urandom(2000), "image/png")).run()
+    upload_file(at, "digit.png", os.urandom(2000))
     assert not at.exception
     assert any("not a PNG or JPEG" in e.value for e in at.error)
     assert at.session_state["sel_model"] == "mnist_dae_consistency"  # state kept
-    # colour image of the wrong size: two fixable errors, fixed by opting in
-    at.file_uploader(key="sal_upload").set_value(("photo.png", png((40, 30), "RGB", (10, 200, 30)),
-                                                  "image/png")).run()
-    errors = " ".join(e.value for e in at.error)
-    assert "40×30" in errors and "grayscale" in errors
-    assert not [m for m in at.metric if m.label == "Methods"]
-    at.checkbox(key="sal_fix_resize").check()
-    at.checkbox(key="sal_fix_convert").check().run()
-    ok(at)
+    # colour image of the wrong size: previewed and converted at once, nothing to tick
+    ok(upload_file(at, "photo.png", png((40, 30), "RGB", (10, 200, 30))))
+    assert fix_box(at, "resize").value and fix_box(at, "convert").value
     assert r"Your upload “photo\.png”" in texts(at)  # file names are shown escaped, never as Markdown
-    assert len(at.image) == 6  # input, |attr| + bar, signed + bar, overlay
-    # a valid 28×28 grayscale digit works directly
-    at.file_uploader(key="sal_upload").set_value(("ok.png", png(), "image/png")).run()
-    assert ok(at) and len(at.image) == 6
+    assert "as uploaded (colour)" in captions(at) and any(c.startswith("what the model receives: 1×28×28")
+                                                          for c in captions(at))
+    assert heat_maps(at) == 1
+    # unticking a needed conversion says why the file cannot be used as is, and no panel is drawn
+    fix_box(at, "convert").uncheck().run()
+    errors = " ".join(e.value for e in at.error)
+    assert "grayscale" in errors and "cannot be used as is" in errors
+    assert not [m for m in at.metric if m.label == "Methods"] and heat_maps(at) == 0
+    fix_box(at, "convert").check()
+    fix_box(at, "resize").uncheck()
+    fix_box(at, "centre").uncheck().run()
+    assert "40×30" in " ".join(e.value for e in at.error) and heat_maps(at) == 0
+    # a valid 28×28 grayscale digit works directly, with nothing proposed but the optional conversions
+    ok(upload_file(at, "ok.png", png()))
+    assert heat_maps(at) == 1 and not [c for c in at.checkbox if "resize" in (c.key or "")]
+
+
+def test_rgb_photo_of_a_digit_is_explained_without_ticking_anything() -> None:
+    at = ok(open_page("saliency", dataset="mnist", model="mnist_dae_consistency", methods=["saliency"]))
+    at.session_state["sal_source"] = "Upload"
+    ok(at.run())
+    photo = Image.new("RGB", (200, 150), (240, 235, 230))
+    ImageDraw.Draw(photo).rectangle((80, 30, 110, 120), fill=(30, 20, 40))  # a dark "1" on light paper
+    ok(upload_file(at, "one.png", _bytes(photo)))
+    assert fix_box(at, "invert").value and fix_box(at, "centre").value  # dark on light: inversion proposed
+    assert heat_maps(at) == 1 and "Your upload" in texts(at)
+    fix_box(at, "invert").uncheck().run()
+    assert heat_maps(at) == 1
+    # a second, different file starts with fresh settings (light-on-dark: inversion proposed off)
+    fix_box(at, "invert").check().run()
+    ok(upload_file(at, "dark.png", png((28, 28), "L", 10)))
+    assert not fix_box(at, "invert").value
+    # and the first file again gets its own proposal back, not the second file's ticks
+    ok(upload_file(at, "other.png", _bytes(photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT))))
+    assert fix_box(at, "invert").value
+
+
+def _bytes(img: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def test_upload_decoder_cases() -> None:
@@ -298,11 +351,31 @@ def test_ecg_upload_of_a_beat() -> None:
     at = ok(open_page("saliency", dataset="ecg5000", model="ecg5000_lstm_ae", methods=["saliency"]))
     at.session_state["sal_source"] = "Upload"
     ok(at.run())
-    at.file_uploader(key="sal_upload").set_value(("beat.csv", b"0.1, 0.2, 0.3", "text/csv")).run()
-    assert any("3 values" in e.value for e in at.error)
-    at.checkbox(key="sal_fix_resample").check().run()
-    ok(at)
+    ok(upload_file(at, "beat.csv", b"0.1, 0.2, 0.3", "text/csv"))  # resampled (and z-normalised) by default
     assert len(charts(at)) == 1 and "Your upload" in texts(at)
+    fix_box(at, "resample").uncheck().run()
+    assert any("3 values" in e.value and "cannot be used as is" in e.value for e in at.error)
+    assert not charts(at)
+
+
+def test_ecg_upload_of_a_headered_two_column_csv() -> None:
+    at = ok(open_page("saliency", dataset="ecg5000", model="ecg5000_lstm_ae", methods=["saliency"]))
+    at.session_state["sal_source"] = "Upload"
+    ok(at.run())
+    t = np.arange(140)
+    table = "time,value\n" + "\n".join(f"{i},{v:.4f}" for i, v in zip(t, 2.0 + np.sin(t / 9.0)))
+    ok(upload_file(at, "beat.csv", table.encode(), "text/csv"))
+    column = at.selectbox(key=[s.key for s in at.selectbox if s.key.startswith("sal_upload_column_")][0])
+    assert column.value == "value" and column.options == ["time", "value"]
+    assert fix_box(at, "znorm").value  # mean 2: not z-normalised, so z-normalisation is proposed
+    assert len(charts(at)) == 1 and "Your upload" in texts(at)
+    received = next(c for c in captions(at) if c.startswith("what the model receives: 140×1, "))
+    low, high = (float(v) for v in received.split(", ")[1].split(" … "))
+    assert -2 < low < -1 and 1 < high < 2  # z-normalised, while the upload spans 1 … 3
+    assert any(c.startswith("as uploaded: 140 values, 1 … 3") for c in captions(at)), captions(at)
+    column.select("time").run()  # the other column is a beat too (0…139, far beyond the data unless z-normalised)
+    ok(at)
+    assert len(charts(at)) == 1
 
 
 # ---------------------------------------------------------------------------- masking

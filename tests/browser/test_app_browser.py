@@ -11,6 +11,7 @@ import os
 import re
 
 import pytest
+from PIL import Image, ImageDraw
 from playwright.sync_api import Page, expect
 
 from browser.helpers import (
@@ -98,6 +99,27 @@ def test_bad_upload_shows_an_error(page: Page, app_url: str, tmp_path, artifacts
     expect(page.get_by_test_id("stException")).to_have_count(0)
     expect(page.get_by_role("combobox", name="Encoder")).to_have_value(re.compile("denoising AE"))  # state kept
     snapshot(page, artifacts / "saliency_bad_upload.png")
+
+
+def test_rgb_photo_upload_is_explained_at_once(page: Page, app_url: str, tmp_path, artifacts) -> None:
+    """A colour photo of the wrong size: previewed, converted by default, and explained without any click."""
+    photo = Image.new("RGB", (200, 150), (245, 240, 235))
+    ImageDraw.Draw(photo).rectangle((80, 30, 110, 120), fill=(25, 20, 40))  # a dark "1" on light paper
+    path = tmp_path / "photo_of_a_one.png"
+    photo.save(path, format="PNG")
+    open_page(page, f"{app_url}/saliency?dataset=mnist&model=mnist_dae_consistency&methods=saliency&sample=2")
+    page.get_by_role("tab", name="Upload").click()
+    uploader = page.get_by_test_id("stFileUploader")
+    expect(uploader).to_be_visible(timeout=TIMEOUT_MS)
+    uploader.locator("input[type='file']").set_input_files(str(path))
+    expect(panel_images(page)).to_have_count(1, timeout=TIMEOUT_MS)  # the heat map of the one linked method
+    wait_idle(page)
+    expect(page.get_by_test_id("stImage").filter(has_text="as uploaded")).to_be_visible()
+    expect(page.get_by_test_id("stImage").filter(has_text="what the model receives: 1×28×28")).to_be_visible()
+    expect(page.get_by_role("checkbox", name=re.compile("Invert colours"))).to_be_checked()  # dark on light
+    expect(page.get_by_test_id("stAlertContentError")).to_have_count(0)
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+    snapshot(page, artifacts / "saliency_rgb_upload.png")
 
 
 def test_figure_downloads_csv_and_png(page: Page, app_url: str, tmp_path) -> None:
