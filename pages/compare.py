@@ -41,7 +41,7 @@ left, right = st.columns(2)
 left.markdown(f"**A** · {labels.get(name, choice.label)}")
 method_a = left.selectbox("Method A", explorer.feature_methods(name), **state.bind("cmp_method_a", charts.title))
 model_b = right.selectbox("Encoder B", [m.name for m in peers], index=[m.name for m in peers].index(others[0]),
-                          **state.bind("cmp_model_b", lambda n: labels.get(n, n)),
+                          format_func=lambda n: labels.get(n, n), **state.bind("cmp_model_b"),  # link: the name
                           help="Encoders of the same dataset with the same test split, so the sample is the same "
                                "input. Pick A's encoder again to compare two methods on one model.")
 methods_b = explorer.feature_methods(model_b)
