@@ -44,3 +44,23 @@ def shared_data(monkeypatch) -> Path:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo(tmp_path_factory) -> dict[str, str]:
+    """The app tests' tiny real zoo (``tests/browser/tiny_zoo.py``), trained once per session."""
+    from browser.tiny_zoo import build_tiny_zoo, find_real_data
+
+    data = find_real_data()
+    if data is None:
+        pytest.skip("real datasets not found (set LFX_DATA_DIR or place ../shared/data)")
+    return build_tiny_zoo(tmp_path_factory.mktemp("lfx_app_zoo"), data)
+
+
+@pytest.fixture
+def tiny_app_env(tiny_zoo, monkeypatch) -> dict[str, str]:
+    """Point the app at the tiny zoo (its checkpoints, a private cache) for one test."""
+    for key, value in tiny_zoo.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return tiny_zoo

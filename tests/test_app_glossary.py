@@ -21,7 +21,6 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 import apptest_helpers  # noqa: E402
 from apptest_helpers import ok, texts  # noqa: E402
-from browser.tiny_zoo import build_tiny_zoo, find_real_data  # noqa: E402
 from lfx_engine.explorer import EXAMPLE_METHODS, FEATURE_METHODS, METHOD_TITLES, ModelChoice  # noqa: E402
 from lfx_engine.metrics.masking_controls import CONTROLS  # noqa: E402
 from lfx_ui import glossary  # noqa: E402
@@ -121,20 +120,9 @@ def test_models_are_grouped_by_experiment_with_the_first_kept() -> None:
 # ---------------------------------------------------------------------------- the app (tiny real zoo)
 
 
-@pytest.fixture(scope="module")
-def tiny_zoo(tmp_path_factory) -> dict[str, str]:
-    data = find_real_data()
-    if data is None:
-        pytest.skip("real datasets not found (set LFX_DATA_DIR or place ../shared/data)")
-    return build_tiny_zoo(tmp_path_factory.mktemp("lfx_glossary_zoo"), data)
-
-
 @pytest.fixture
-def app_env(tiny_zoo, monkeypatch) -> dict[str, str]:
-    for key, value in tiny_zoo.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    return tiny_zoo
+def app_env(tiny_app_env) -> dict[str, str]:
+    return tiny_app_env
 
 
 def open_page(page: str, query: dict[str, str] | None = None, **selection) -> AppTest:

@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 import apptest_helpers  # noqa: E402
 from apptest_helpers import ok, texts  # noqa: E402
-from browser.tiny_zoo import ENTRIES, build_tiny_zoo, find_real_data  # noqa: E402
+from browser.tiny_zoo import ENTRIES  # noqa: E402
 from lfx_engine.example_importance import bottom_meaning  # noqa: E402
 from lfx_engine.explorer import EXAMPLE_METHODS, FEATURE_METHODS  # noqa: E402
 from lfx_ui import upload  # noqa: E402
@@ -28,21 +28,9 @@ MODELS = {name: ("ecg5000" if name.startswith("ecg") else "mnist") for name, _, 
 GALLERY = 24
 
 
-@pytest.fixture(scope="session")
-def tiny_zoo(tmp_path_factory) -> dict[str, str]:
-    data = find_real_data()
-    if data is None:
-        pytest.skip("real datasets not found (set LFX_DATA_DIR or place ../shared/data)")
-    root = tmp_path_factory.mktemp("lfx_app_zoo")
-    return build_tiny_zoo(root, data)
-
-
 @pytest.fixture(autouse=True)
-def app_env(tiny_zoo, monkeypatch) -> dict[str, str]:
-    for key, value in tiny_zoo.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    return tiny_zoo
+def app_env(tiny_app_env) -> dict[str, str]:
+    return tiny_app_env
 
 
 def open_page(page: str, query: dict[str, str] | None = None, **selection) -> AppTest:

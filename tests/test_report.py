@@ -6,11 +6,17 @@ from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from apptest_helpers import ok, open_page
 from lfx_ui import report
 
 TIMEOUT = 120
+
+
+@pytest.fixture(autouse=True)
+def app_env(tiny_app_env) -> dict[str, str]:
+    return tiny_app_env
 
 
 def _report_of(at):
