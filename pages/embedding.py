@@ -70,7 +70,10 @@ with user_errors():
     else:
         st.info(f"{PROJECTION_TITLES[method]} of {n_points} points is computed once (it can take a minute or more "
                 "on a small CPU), then kept in the cache.")
-        if st.button(f"Compute {PROJECTION_TITLES[method]} on {n_points} points", key="emb_compute", type="primary"):
+        wanted = f"_emb_go_{name}_{method}_{n_points}"  # a flag, not the button's value: it survives reruns
+        st.button(f"Compute {PROJECTION_TITLES[method]} on {n_points} points", key="emb_compute", type="primary",
+                  on_click=st.session_state.__setitem__, args=(wanted, True))
+        if st.session_state.pop(wanted, False):
             with st.spinner(f"Computing {PROJECTION_TITLES[method]} of {n_points} latents…"):
                 frame, seconds = timed(lambda: explorer.embedding(name, method, n_points))
             st.caption(f"Computed in {seconds:.1f} s.")
@@ -98,7 +101,11 @@ elif colour_kind == "stat":
     with user_errors():
         if explorer.stats_cached(name, stat_method, n_stat):
             stats = explorer.point_attribution_stats(name, stat_method, n_stat)
-        elif st.button(f"Attribute {n_stat} points with {charts.title(stat_method)}", key="emb_stats_go"):
+        else:
+            wanted = f"_emb_stats_{name}_{stat_method}_{n_stat}"
+            st.button(f"Attribute {n_stat} points with {charts.title(stat_method)}", key="emb_stats_go",
+                      on_click=st.session_state.__setitem__, args=(wanted, True))
+        if stats is None and st.session_state.pop(f"_emb_stats_{name}_{stat_method}_{n_stat}", False):
             update, clear = progress_reporter(f"Attributing {n_stat} test inputs…")
             stats = explorer.point_attribution_stats(name, stat_method, n_stat, progress=update)
             clear()
