@@ -115,3 +115,14 @@ def test_ecg_model_renders() -> None:
     rows = values(at)
     assert len(rows) == 500 and rows[0]["image"].startswith("data:image/png;base64,")
     assert "nearest training examples" in texts(at)
+
+
+def test_colour_by_an_attribution_statistic() -> None:
+    at = open_embedding("mnist", "mnist_dae_consistency")
+    at.selectbox(key="emb_colour").select("stat").run()
+    ok(at)
+    at.selectbox(key="emb_stat_method").select("saliency").run()
+    ok(at).button(key="emb_stats_go").click().run()
+    ok(at)
+    assert spec(at)["layer"][0]["encoding"]["color"]["field"] == "total"
+    assert len(values(at)) == 200 and "Only the first 200 points are plotted" in texts(at)
