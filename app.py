@@ -28,6 +28,7 @@ PAGES = {
         st.Page("pages/saliency.py", title="Saliency", icon=":material/local_fire_department:", url_path="saliency"),
         st.Page("pages/masking.py", title="Masking shift", icon=":material/trending_down:", url_path="masking"),
         st.Page("pages/examples.py", title="Top examples", icon=":material/extension:", url_path="examples"),
+        st.Page("pages/embedding.py", title="Embedding", icon=":material/bubble_chart:", url_path="embedding"),
         st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
     ],
     "Study": [

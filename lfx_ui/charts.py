@@ -142,6 +142,55 @@ def read_pick(event) -> int | None:
         return None
 
 
+#: Altair selection names of the Embedding page's scatter (tests inject selections under these).
+EMBEDDING_CHART_KEY = "embedding_chart"
+GROUP_SELECTION = "group"
+
+
+def embedding_map(frame: pd.DataFrame, colour: str, colour_title: str, heading: str, *,
+                  selected: int | None = None, height: int = 460) -> alt.LayerChart:
+    """Scatter of a 2-D projection (columns idx, x, y, class and ``colour``); a click picks a point
+    (:data:`LATENT_SELECTION`, read with :func:`read_pick`), a drag draws a box (:data:`GROUP_SELECTION`,
+    read with :func:`read_box`). An ``image`` column (data URLs) shows as the hover thumbnail."""
+    pick = alt.selection_point(fields=["idx"], name=LATENT_SELECTION, on="click", clear=False)
+    box = alt.selection_interval(name=GROUP_SELECTION, encodings=["x", "y"])
+    if colour == "class":
+        color = alt.Color("class:N", title="class", sort=sorted(frame["class"].unique(), key=_natural))
+    else:
+        color = alt.Color(f"{colour}:Q", title=colour_title, scale=alt.Scale(scheme="viridis"))
+    tooltip = ([alt.Tooltip("image:N", title="image")] if "image" in frame else []) + [
+        alt.Tooltip("idx:Q", title="test sample"), alt.Tooltip("class:N", title="class")]
+    if colour != "class":
+        tooltip.append(alt.Tooltip(f"{colour}:Q", title=colour_title, format=".3g"))
+    points = alt.Chart(frame).mark_circle(size=22, opacity=0.75).encode(
+        x=alt.X("x:Q", title="dimension 1"), y=alt.Y("y:Q", title="dimension 2"), color=color, tooltip=tooltip,
+    ).add_params(pick, box)
+    layers = [points]
+    hit = frame[frame["idx"] == selected] if selected is not None else frame.iloc[:0]
+    if len(hit):
+        layers.append(alt.Chart(hit[["idx", "x", "y"]]).mark_point(size=260, filled=False, strokeWidth=2.5,
+                                                                   color="black").encode(x="x:Q", y="y:Q"))
+    return alt.layer(*layers).properties(height=height, title=heading)
+
+
+def read_box(event) -> dict[str, tuple[float, float]] | None:
+    """The box of an embedding-map event as ``{"x": (lo, hi), "y": (lo, hi)}``, or None when there is none."""
+    box = ((event or {}).get("selection", {}) or {}).get(GROUP_SELECTION) or {}
+    try:
+        out = {axis: (float(min(box[axis])), float(max(box[axis]))) for axis in ("x", "y")}
+    except (KeyError, TypeError, ValueError):
+        return None
+    return out
+
+
+def class_mix(classes: pd.DataFrame, heading: str, height: int = 220) -> alt.Chart:
+    """Bar chart of a group's class counts (columns class, count)."""
+    return alt.Chart(classes).mark_bar().encode(
+        x=alt.X("class:N", sort=sorted(classes["class"], key=_natural), title="class"),
+        y=alt.Y("count:Q", title="members"), tooltip=["class:N", "count:Q"],
+    ).properties(height=height, title=heading)
+
+
 # --------------------------------------------------------------------------- ECG
 
 

@@ -185,3 +185,10 @@ def attribution_table(attr_maps: dict[str, np.ndarray],
             frame["attribution"] = np.asarray(signed_maps[method]).ravel()
         frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def data_url(img: np.ndarray) -> str:
+    """A uint8 image as a PNG data URL (what a Vega tooltip's ``image`` field renders)."""
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(png_bytes(img)).decode("ascii")

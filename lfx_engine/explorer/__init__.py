@@ -9,7 +9,7 @@ fingerprint, the engine version and the parameters. It knows nothing about
 Streamlit; the app wraps one instance in ``st.cache_resource``.
 
 Each view's engine side is a module of its own: :mod:`.features`, :mod:`.masking`,
-:mod:`.examples`, :mod:`.studies`, :mod:`.lucent`, over :mod:`._core`.
+:mod:`.examples`, :mod:`.studies`, :mod:`.lucent`, :mod:`.embedding`, over :mod:`._core`.
 """
 from __future__ import annotations
 
@@ -20,13 +20,14 @@ from lfx_engine.explorer._core import (
     METHOD_TITLES,
     ModelChoice,
 )
+from lfx_engine.explorer.embedding import EmbeddingViews
 from lfx_engine.explorer.examples import ExampleViews
 from lfx_engine.explorer.lucent import LucentViews
 from lfx_engine.explorer.masking import MaskingViews
 from lfx_engine.explorer.studies import StudyViews
 
 
-class Explorer(MaskingViews, ExampleViews, StudyViews, LucentViews):
+class Explorer(EmbeddingViews, MaskingViews, ExampleViews, StudyViews, LucentViews):
     """Datasets, models and cached explanations for one app process."""
 
 
