@@ -65,9 +65,9 @@ class FeatureViews(ExplorerCore):
         """2-D PCA of test latents for the first ``n_points`` test samples: idx, pc1, pc2, label."""
         z = self.test_latents(name, progress)[:n_points].astype(np.float64)
         _, y = self.test_data(name)
-        centred = z - z.mean(axis=0, keepdims=True)
-        _, _, vt = np.linalg.svd(centred, full_matrices=False)
-        coords = centred @ vt[:2].T if vt.shape[0] >= 2 else np.column_stack([centred[:, 0], np.zeros(len(z))])
+        from lfx_engine.explorer.embedding import project_2d  # the one PCA of the app (also the Embedding page)
+
+        coords = project_2d(z, "pca")
         dataset = self.choice(name).dataset
         labels = y[: len(z)].numpy()
         return pd.DataFrame({"idx": np.arange(len(z)), "pc1": coords[:, 0], "pc2": coords[:, 1],
