@@ -57,7 +57,7 @@ def test_deep_link_reopens_the_view(page: Page, app_url: str, artifacts) -> None
     expect(_heading(page, "Test sample #5 (class 1)")).to_be_visible(timeout=TIMEOUT_MS)
     expect(panel_images(page)).to_have_count(1)  # only the linked method
     expect(page.get_by_test_id("stMultiSelect").filter(has_text="Saliency")).to_be_visible()
-    expect(page.get_by_role("combobox", name="Encoder")).to_have_value("denoising AE, consistency (run 1)")
+    expect(page.get_by_role("combobox", name="Encoder")).to_have_value("Consistency › denoising AE (run 1)")  # grouped by experiment
     assert "sample=5" in page.url and "methods=saliency" in page.url
     snapshot(page, artifacts / "saliency_deep_link.png")
 

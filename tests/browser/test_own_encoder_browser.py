@@ -56,7 +56,7 @@ def test_saliency_on_a_user_model(page: Page, served, artifacts) -> None:
     url, started = served
     open_page(page, f"{url}/saliency")
     select_option(page, "Dataset", "digits")
-    select_option(page, "Encoder", "Small conv AE (your autoencoder)")
+    select_option(page, "Encoder", "Your models › Small conv AE (your autoencoder)")  # grouped
     button = gallery_button(page, 5)
     label = button.inner_text()
     button.click()
