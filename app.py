@@ -1,8 +1,10 @@
 """LFX Explorer: a Streamlit app over the label-free explainability engine.
 
 Run with ``streamlit run app.py``. This file is the router: it declares every
-page (``st.navigation``), restores selections from the URL once per session and
-mirrors them back after each run so any view can be shared as a link.
+page (``st.navigation``), draws the sidebar's page links itself (Streamlit's own
+list is off in ``.streamlit/config.toml``: on a fresh server's first run it would
+flash the raw ``pages/`` files), restores selections from the URL once per session
+and mirrors them back after each run so any view can be shared as a link.
 """
 from __future__ import annotations
 
@@ -46,7 +48,8 @@ PAGES = {
 }
 
 state.load_from_url()
-page = st.navigation(PAGES)
+page = st.navigation(PAGES, position="hidden")
+router.sidebar_links(PAGES)
 try:
     with router.routing():
         stopped_notice()

@@ -36,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "browser"))
 
-from helpers import gallery_button, panel_images, wait_idle  # noqa: E402
+from helpers import gallery_button, panel_images, sidebar_nav, wait_idle  # noqa: E402
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 CHROMIUM = os.environ.get("LFX_CHROMIUM", "/usr/bin/chromium")
@@ -134,7 +134,7 @@ def navigate(browser, base: str, dataset: str, model: str, sample: int, rounds: 
         for _ in range(rounds):
             for name in ("masking", "examples", "home", "saliency"):
                 start = time.perf_counter()
-                page.get_by_test_id("stSidebarNav").get_by_text(titles[name], exact=True).click()
+                sidebar_nav(page).get_by_text(titles[name], exact=True).click()
                 expect(page.locator("h1").filter(has_text=titles[name] if name != "home" else "LFX Explorer")
                        ).to_be_visible(timeout=TIMEOUT_MS)
                 wait_idle(page, TIMEOUT_MS)

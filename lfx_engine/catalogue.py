@@ -278,7 +278,15 @@ class Catalogue:
         from lfx_engine.data.readers import describe
 
         spec = get_spec(name)
-        status = describe(name, data_dir())
+        folder = data_dir()
+        # pages ask for the dataset list many times a run: describe (which reads the files' headers, and counts a
+        # TSV's lines) only when a file appears, changes or goes
+        key = ("builtin", name, str(folder), _signature(spec.paths(folder)))
+        with self._shared_lock:
+            hit = self._datasets_memo.get(key)
+        if hit is not None:
+            return hit
+        status = describe(name, folder)
 
         def loader(split: str) -> SplitData:
             data = load_split(name, split)
@@ -292,10 +300,13 @@ class Catalogue:
             except OSError:
                 return "unavailable"
 
-        return DatasetEntry(name=name, title=spec.title, source="builtin", input_shape=spec.input_shape,
-                            class_names=spec.class_names, status=status.status, problem=status.problem or "",
-                            paths=[str(p) for p in status.paths], fetch_command=spec.fetch_command,
-                            baseline=spec.baseline_kind, loader=loader, fingerprinter=fingerprinter)
+        entry = DatasetEntry(name=name, title=spec.title, source="builtin", input_shape=spec.input_shape,
+                             class_names=spec.class_names, status=status.status, problem=status.problem or "",
+                             paths=[str(p) for p in status.paths], fetch_command=spec.fetch_command,
+                             baseline=spec.baseline_kind, loader=loader, fingerprinter=fingerprinter)
+        with self._shared_lock:
+            self._datasets_memo[key] = entry
+        return entry
 
     def _project_dataset(self, project: Any, cfg: Any) -> DatasetEntry:
         from lfx_engine.project.datasets import load_dataset

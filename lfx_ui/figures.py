@@ -81,10 +81,28 @@ def labelled_figure(title: str, rows: Sequence[tuple[str, Sequence[Panel]]],
     return fig
 
 
+def figure_labels(fig: Figure) -> list[str]:
+    """Every label drawn in ``fig``: its title, the footnote, then each panel's title, caption and row label."""
+    out = [fig.get_suptitle()] + [t.get_text() for t in fig.texts]
+    for ax in fig.axes:
+        out += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()]
+    return [t for t in dict.fromkeys(out) if t]
+
+
 def figure_png(fig: Figure) -> bytes:
-    """Render a figure to PNG bytes."""
+    """Render a figure to PNG bytes, its labels also written as PNG text (Title, Description, Software).
+
+    The text chunks make a downloaded figure searchable and checkable without reading pixels: what it shows
+    (the title names model, sample and class) and every row, column and caption label.
+    """
+    from lfx_engine.version import engine_version
+
+    labels = figure_labels(fig)
+    title = fig.get_suptitle()
+    metadata = {"Title": title, "Description": " | ".join(t for t in labels if t != title),
+                "Software": f"LFX Explorer {engine_version()} (matplotlib)"}
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI)
+    fig.savefig(buffer, format="png", dpi=DPI, metadata=metadata)
     return buffer.getvalue()
 
 

@@ -1,5 +1,7 @@
 """Make sure every page script runs under ``app.py``'s router.
 
+It also draws the sidebar's page links (:func:`sidebar_links`).
+
 The page scripts live in ``pages/`` (fixed by the product card). Streamlit still
 honours its legacy pages-directory mode for a process's first script run (and
 for every ``AppTest`` run) until ``st.navigation`` has been called once: a deep
@@ -13,9 +15,10 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Mapping, Sequence
 
 import streamlit as st
+from streamlit.navigation.page import StreamlitPage
 
 _LOCAL = threading.local()
 
@@ -38,3 +41,22 @@ def ensure_routed() -> None:
 
     PagesManager.uses_pages_directory = False
     st.rerun()
+
+
+#: Key of the sidebar container that holds the page links (CSS class ``st-key-lfx_nav`` in the browser).
+NAV_KEY = "lfx_nav"
+
+
+def sidebar_links(sections: Mapping[str, Sequence[StreamlitPage]]) -> None:
+    """The app's own page list at the top of the sidebar, one captioned group per section.
+
+    Streamlit's automatic list is switched off (``client.showSidebarNavigation = false``): on a fresh server's
+    first script run Streamlit lists every file of ``pages/`` (its legacy mode) before ``app.py`` can declare
+    the real pages, and that raw list flashed at every cold start. These links exist only once ``app.py`` runs.
+    """
+    nav = st.sidebar.container(key=NAV_KEY, gap=None)
+    for title, pages in sections.items():
+        nav.caption(title)
+        for page in pages:
+            nav.page_link(page, label=page.title, icon=page.icon)
+    st.sidebar.divider()

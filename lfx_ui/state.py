@@ -84,6 +84,16 @@ def _consume_link(field: str) -> None:
         linked.discard(field)
 
 
+def user_set(field: str, value: Any) -> None:
+    """A selection the user made in a widget: the link no longer speaks for any field.
+
+    Changing the dataset, say, leaves the link's model behind on purpose; warning that "the link asked for" it
+    would blame a link the user has already moved away from.
+    """
+    st.session_state[_FROM_LINK] = builtins.set()
+    set(field, value)
+
+
 def get(field: str, default: Any = None) -> Any:
     """The current selection for ``field``."""
     return st.session_state.get(_key(field), default)
@@ -123,7 +133,7 @@ def choose(field: str, label: str, options: Sequence[Any], *, widget_key: str,
     target = container or st
 
     def _sync() -> None:
-        set(field, st.session_state[widget_key])
+        user_set(field, st.session_state[widget_key])
 
     value = target.selectbox(label, options, index=index, key=widget_key,
                              format_func=format_func, on_change=_sync, help=help)
@@ -145,7 +155,7 @@ def choose_many(field: str, label: str, options: Sequence[str], *, widget_key: s
     target = container or st
 
     def _sync() -> None:
-        set(field, list(st.session_state[widget_key]))
+        user_set(field, list(st.session_state[widget_key]))
 
     value = target.multiselect(label, options, default=current, key=widget_key,
                                format_func=format_func, on_change=_sync)

@@ -73,7 +73,8 @@ def pick_study_model(page: str, tasks: Sequence[str], what: str) -> ModelChoice 
     with a note. A link to an untrained model still gets pick_model's message.
     """
     explorer = get_explorer()
-    candidates = [m for m in explorer.models(tasks=tasks) if m.dataset in explorer.datasets_with_models()]
+    usable = set(explorer.datasets_with_models())
+    candidates = [m for m in explorer.models(tasks=tasks) if m.dataset in usable]
     trained = {m.name for m in explorer.models()}
     current_ds, current = state.get("dataset"), state.get("model")
     datasets = list(dict.fromkeys(m.dataset for m in candidates))

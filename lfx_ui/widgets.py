@@ -19,7 +19,7 @@ def sample_picker(name: str, page: str, container=None) -> int:
 
     def _sync() -> None:
         if st.session_state.get(key) is not None:  # an emptied field keeps the current sample
-            state.set("sample", int(st.session_state[key]))
+            state.user_set("sample", int(st.session_state[key]))
 
     box.number_input(f"Test sample # (0–{size - 1})", min_value=0, max_value=size - 1, value=None, step=1,
                      key=key,

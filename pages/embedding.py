@@ -121,7 +121,7 @@ elif colour_kind == "stat":
 event = st.session_state.get(charts.EMBEDDING_CHART_KEY)
 picked = charts.read_pick(event)
 if picked is not None and picked != st.session_state.get("_emb_last_pick") and 0 <= picked < n_test:
-    state.set("sample", picked)
+    state.user_set("sample", picked)
     sample = picked
 st.session_state["_emb_last_pick"] = picked
 box = charts.read_box(event)

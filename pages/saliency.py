@@ -61,13 +61,13 @@ sample = current_sample(name)
 
 
 def _pick(index: int) -> None:
-    state.set("sample", int(index))
+    state.user_set("sample", int(index))
     st.session_state["sal_goto"] = int(index)
 
 
 def _goto() -> None:
     if st.session_state.get("sal_goto") is not None:  # an emptied field keeps the current sample
-        state.set("sample", int(st.session_state["sal_goto"]))
+        state.user_set("sample", int(st.session_state["sal_goto"]))
 
 
 # ---------------------------------------------------------------------------- input choice

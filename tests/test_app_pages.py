@@ -190,6 +190,19 @@ def test_compare_two_models_and_two_methods_on_one_sample() -> None:
     assert cards["Pearson of |attr|"] == "1.000" and cards["Top-10% overlap"] == "100%"
 
 
+def test_switching_dataset_after_a_link_blames_no_link() -> None:
+    """Opened from a link, then the user changes the dataset: the link's model is left behind, not 'asked for'."""
+    at = ok(open_page("saliency", query={"dataset": "mnist", "model": "mnist_dae_consistency", "sample": "5000",
+                                         "methods": "saliency"}))
+    assert "Test sample #5000" in texts(at)
+    at.selectbox(key="saliency_dataset").select("ecg5000").run()
+    assert ok(at).session_state["sel_model"] == "ecg5000_lstm_ae"
+    assert "The link asked for" not in texts(at) and not at.warning
+    assert "brings #5000 back" in texts(at)
+    at.selectbox(key="saliency_dataset").select("mnist").run()
+    assert "Test sample #5000" in texts(ok(at)) and not at.warning
+
+
 def test_switching_dataset_keeps_every_widget_in_range() -> None:
     at = ok(open_page("saliency", dataset="mnist", model="mnist_dae_consistency", methods=["saliency"]))
     at.number_input(key="sal_goto").set_value(5000).run()

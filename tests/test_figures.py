@@ -54,15 +54,6 @@ def test_attribution_table_keeps_the_sign() -> None:
     assert list(series["attribution"]) == [-1.0, 2.0] and list(series["t"]) == [0, 1]
 
 
-def _texts(fig) -> list[str]:
-    out = [t.get_text() for t in fig.texts]
-    if fig._suptitle is not None:
-        out.append(fig._suptitle.get_text())
-    for ax in fig.axes:
-        out += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()]
-    return [t for t in out if t]
-
-
 def test_saliency_export_is_labelled_with_colour_bars() -> None:
     rng = np.random.default_rng(0)
     signed = {m: rng.normal(size=(8, 8)) for m in ("gradient_shap", "saliency")}
@@ -77,7 +68,7 @@ def test_saliency_export_is_labelled_with_colour_bars() -> None:
                  figures.Panel(image=overlays[m], caption="overlay")])
         for m, (title, mag, sgn) in maps.items()], ["input", "heat map |attr|", "signed attribution", "overlay"],
         note="scaled per method")
-    words = _texts(fig)
+    words = figures.figure_labels(fig)
     for word in ("GradientShap", "Saliency", "Test sample #3 (class 7)", "heat map |attr|", "signed attribution",
                  "overlay", "scaled per method"):
         assert any(word in w for w in words), word
@@ -90,6 +81,11 @@ def test_saliency_export_is_labelled_with_colour_bars() -> None:
     png = figures.saliency_figure("t", x_tile, maps, "inferno", "RdBu_r", overlays)
     img = Image.open(io.BytesIO(png))
     assert img.format == "PNG" and img.width > 4 * 100 and img.height > 2 * 100
+    # the labels travel inside the file too (PNG text), for a reviewer's search and for the browser test
+    assert img.text["Title"] == "t"
+    for word in ("GradientShap", "Saliency", "heat map |attr|", "signed attribution", "overlay", "|attr|"):
+        assert word in img.text["Description"].split(" | "), word
+    assert img.text["Software"].startswith("LFX Explorer ")
 
 
 @pytest.mark.parametrize("method", ["tracin", "influence", "grad_dot"])

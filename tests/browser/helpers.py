@@ -32,9 +32,14 @@ def panel_images(page: Page):
     return page.get_by_test_id("stImage").filter(has_text="heat map")
 
 
+def sidebar_nav(page: Page):
+    """The app's own page links at the top of the sidebar (``lfx_ui.router.sidebar_links``)."""
+    return page.get_by_test_id("stSidebar").locator(".st-key-lfx_nav")
+
+
 def nav(page: Page, title: str) -> None:
     """Switch pages through the sidebar navigation and wait for the page."""
-    page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True).click()
+    sidebar_nav(page).get_by_text(title, exact=True).click()
     expect(page.locator("h1").filter(has_text=title).first).to_be_visible(timeout=TIMEOUT_MS)
     wait_idle(page)
 
