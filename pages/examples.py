@@ -25,10 +25,13 @@ import streamlit as st
 from lfx_engine.example_importance import HESSIANS, SIGNED_METHODS, bottom_meaning
 from lfx_engine.explorer import EXAMPLE_METHODS
 from lfx_ui import charts, figures, glossary, images, router, state
-from lfx_ui.engine import get_explorer, pick_model, progress_reporter, stop_button, user_errors
+from lfx_ui.engine import get_explorer, pick_model, progress_reporter, stop_button, timed, user_errors
 from lfx_ui.widgets import sample_picker
 
 DEFAULT_METHODS = ("dknn", "cosine", "simplex")
+#: Which training examples a test input is ranked against (the link spells the labels).
+SCOPES = ("subset", "full")
+SCOPE_LABELS = {"subset": "balanced subset", "full": "full training split"}
 SIZES = (100, 200, 500, 1000)
 RATES_TAB = "Similarity rates"
 ECG_COLUMNS = 5  # beats per row: eight 100 px tiles run past the right edge at 1024 px
@@ -58,13 +61,20 @@ name, dataset = choice.name, choice.dataset
 series = explorer.is_series(dataset)
 labelled = explorer.is_labelled(dataset)
 
-controls = st.columns([3, 1, 1])
+controls = st.columns([3, 1.4, 1, 1])
 methods = state.choose_many("xmethods", "Example-importance methods", EXAMPLE_METHODS, widget_key="ex_methods",
                             default=DEFAULT_METHODS, format_func=charts.title, container=controls[0])
+n_full = len(explorer.train_data(name)[1])
+scope = controls[1].selectbox(
+    "Training examples searched", SCOPES, **state.bind("ex_scope", SCOPE_LABELS.get),
+    help=f"The balanced subset of n examples (the paper's setting), or all {n_full:,} examples of the training "
+         "split: fitted once per method and model (cached on disk), then every test input is ranked against all "
+         "of them.")
 default_n = 1000 if explorer.device.type == "cuda" else 200
-n = controls[1].selectbox("Subset size n", SIZES, index=SIZES.index(default_n), **state.bind("ex_n"),
+n = controls[2].selectbox("Subset size n", SIZES, index=SIZES.index(default_n), **state.bind("ex_n"),
                           help=glossary.define("Training subset"))
-k = controls[2].slider("k shown", min_value=3, max_value=20, value=8, **state.bind("ex_k"))
+k = controls[3].slider("k shown", min_value=3, max_value=20, value=8, **state.bind("ex_k"))
+full = scope == "full"
 
 subsets = None
 with user_errors():
@@ -80,12 +90,18 @@ with user_errors():
 if sample is None:
     st.stop()
 in_subset = bool(np.isin(sample, test_idx))
-info_col.markdown(
-    f"Test sample **#{sample}** is compared with the **{len(train_idx)}** training examples of the "
-    + ("class-balanced training subset. " if labelled else "training subset (the first ones: the data has no labels). ")
-    + ("" if not labelled else "It belongs to the balanced test subset used for the similarity rates."
-       if in_subset else "It is not in the balanced test subset of the similarity rates; its own scores are "
-       "computed directly."))
+if full:
+    info_col.markdown(f"Test sample **#{sample}** is compared with **all {n_full:,}** training examples. Each method "
+                      "is fitted once on the training split (cached on disk); loss-gradient methods use randomly "
+                      "projected gradients there (the subset uses exact ones).")
+else:
+    info_col.markdown(
+        f"Test sample **#{sample}** is compared with the **{len(train_idx)}** training examples of the "
+        + ("class-balanced training subset. " if labelled else "training subset (the first ones: the data has no "
+           "labels). ")
+        + ("" if not labelled else "It belongs to the balanced test subset used for the similarity rates."
+           if in_subset else "It is not in the balanced test subset of the similarity rates; its own scores are "
+           "computed directly."))
 if not methods:
     st.info("Pick at least one example-importance method.")
     st.stop()
@@ -136,9 +152,11 @@ def bottom_heading(method: str, part: pd.DataFrame) -> str:
     return f"Bottom {k}: lowest scores"
 
 
-def show_examples(method: str, row: np.ndarray) -> None:
-    """Top-k and bottom-k galleries with scores, labels and roles, and downloads."""
-    ranking = explorer.example_ranking(name, row, n, method=method)
+def show_examples(method: str, ranking: pd.DataFrame, searched: str, stem_part: str) -> None:
+    """Top-k and bottom-k galleries of a ranking (most important first) with scores, labels, roles and downloads.
+
+    ``searched`` names the training examples ranked (for the exported figure), ``stem_part`` the file names' part.
+    """
     top, bottom = ranking.head(k), ranking.tail(k).iloc[::-1]
     x_sample, label = explorer.sample(name, sample)
     m1, m2, m3, m4 = st.columns(4)
@@ -175,7 +193,7 @@ def show_examples(method: str, row: np.ndarray) -> None:
         if heading.startswith("Bottom"):
             st.caption(f"{charts.title(method)}'s least important rows are {bottom_meaning(method)}.")
     st.caption("Captions: training-split index · class · score (larger = more important).")
-    stem = f"examples_{name}_{method}_sample{sample}_n{n}"
+    stem = f"examples_{name}_{method}_sample{sample}_{stem_part}"
     if series:
         top_chart = (tiles[0][1].properties(title=f"{choice.label} · {charts.title(method)} · test #{sample}: "
                                             f"{tiles[0][0]}") & tiles[1][1].properties(title=tiles[1][0]))
@@ -186,12 +204,46 @@ def show_examples(method: str, row: np.ndarray) -> None:
         charts.downloads(stem, csv=ranking, key=f"ex_{method}", png=lambda: figures.figure_png(
             figures.labelled_figure(
                 f"{choice.label} · {charts.title(method)} · test #{sample} "
-                f"(class {explorer.label_name(dataset, label)}) · training subset n = {n}",
+                f"(class {explorer.label_name(dataset, label)}) · {searched}",
                 query + sections,
                 note=f"Captions: training index · class · score. Bottom rows: {bottom_meaning(method)}.")))
     with st.expander("Scores, labels and roles (table)"):
         st.dataframe(pd.concat([top.assign(selection="top"), bottom.assign(selection="bottom")]),
                      hide_index=True, width="stretch")
+
+
+def full_split_tab(method: str, params: dict[str, Any]) -> None:
+    """A method over the full training split: fit it once (by itself for the latent methods), then rank at once."""
+    title = charts.title(method)
+    settings = explorer.index_params(name, method, params)
+    with user_errors():
+        ready = explorer.index_cached(name, method, params)
+        expensive = method in explorer.EXPENSIVE_SAMPLE_METHODS
+        if not ready and expensive:
+            st.markdown(f"**{title}** over all {n_full:,} training examples: the training side (per-checkpoint "
+                        f"gradients, projected to {settings.get('projection_dim')} dimensions per layer group) is "
+                        "computed once and cached on disk; after that every test input is ranked in seconds.")
+            st.button(f"Fit {title} on the full training split", key=f"ex_fit_{method}", type="primary",
+                      on_click=request, args=(f"ex_fit_go_{method}",))
+        if not ready and (not expensive or st.session_state.pop(f"ex_fit_go_{method}", False)):
+            with st.status(f"{title}: fitting on {n_full:,} training examples…", expanded=True) as status:
+                remove_stop = stop_button(f"ex_fit_stop_{method}", f"fitting {title} on the full training split")
+                update, _ = progress_reporter("training side")
+                _, spent = timed(lambda: explorer.example_index(name, method, params, progress=update))
+                remove_stop()
+                status.update(label=f"{title} fitted in {spent:.1f} s (cached on disk)", state="complete",
+                              expanded=False)
+            ready = True
+        if not ready:
+            return
+        with st.spinner(f"{title}: ranking {n_full:,} training examples…"):
+            ranking, spent = timed(lambda: explorer.index_ranking(name, method, sample, k, params))
+        if ranking is None:
+            return
+        st.caption(f"Ranked against all {n_full:,} training examples in {spent:.2f} s"
+                   + (f" (gradients projected: {settings['projection_dim']} dimensions per layer group)"
+                      if settings.get("projection_dim") else "") + ".")
+        show_examples(method, ranking, f"full training split ({n_full:,})", "full")
 
 
 tab_labels = [charts.title(m) for m in methods] + [RATES_TAB]
@@ -206,6 +258,9 @@ for tab, method in zip(tabs, methods):
             st.info(problem)
             continue
         params = saved_params(method)
+        if full:
+            full_split_tab(method, params)
+            continue
         row = None
         with user_errors():
             if method in explorer.EXPENSIVE_SAMPLE_METHODS:
@@ -240,7 +295,8 @@ for tab, method in zip(tabs, methods):
                     row = explorer.sample_example_scores(name, method, sample, n, params=params)
         if row is not None:
             with user_errors():
-                show_examples(method, row)
+                show_examples(method, explorer.example_ranking(name, row, n, method=method),
+                              f"training subset n = {n}", f"n{n}")
 
 with tabs[-1]:
     if tabs[-1].open:

@@ -604,3 +604,28 @@ def test_explorer_masking_cache_round_trip_and_masked_views() -> None:
     with pytest.raises(Exception, match="0..9999"):
         explorer.sample(name, 10_000)
     assert explorer.datasets_with_models() == ["mnist", "ecg5000"]
+
+
+def test_examples_over_the_full_training_split() -> None:
+    """Latent methods fit by themselves and rank all 60,000 MNIST training examples; TracIn waits for its button."""
+    at = ok(open_page("examples", query={"dataset": "mnist", "model": "mnist_dae_consistency", "sample": "4",
+                                         "xmethods": "dknn,tracin", "ex_scope": "full training split"}))
+    assert at.selectbox(key="ex_scope").value == "full"
+    assert "compared with **all 60,000** training examples" in texts(at)
+    assert "Ranked against all 60,000 training examples" in texts(at)
+    table = at.dataframe[-1].value
+    assert len(table) == 2 * 8 and table["train_index"].max() >= 1000  # beyond any balanced subset's size
+    from lfx_engine.example_importance import dknn_scores, encode
+    from lfx_engine.explorer import Explorer
+
+    explorer = Explorer(device="cpu")
+    x = explorer.test_data("mnist_dae_consistency")[0][4:5]
+
+    model = explorer.model("mnist_dae_consistency")
+    dense = dknn_scores(encode(model.encoder, x), encode(model.encoder, explorer.train_data("mnist_dae_consistency")[0]))
+    assert list(table["train_index"][:8]) == dense[0].topk(8).indices.tolist()  # the exact top 8 of all 60,000
+    assert len(at.image) == 3
+    at.session_state["ex_tab"] = "TracIn"
+    ok(at.run())
+    assert any(b.label == "Fit TracIn on the full training split" for b in at.button)
+    assert not any("Ranked against" in c.value for c in at.caption)  # nothing fitted before the click

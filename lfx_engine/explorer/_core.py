@@ -102,6 +102,8 @@ class ExplorerCore:
         self._models: dict[str, nn.Module] = {}
         self._resized: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
         self._subsets: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor, tuple[np.ndarray, np.ndarray]]] = {}
+        #: fitted example-importance indices over full training splits (arrays read from the disk cache), by key
+        self._indices: dict[str, dict[str, np.ndarray]] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ discovery
@@ -189,16 +191,21 @@ class ExplorerCore:
         models = sum(t.numel() * t.element_size() for m in self._models.values()
                      for t in [*m.parameters(), *m.buffers()])
         resized = sum(r.numel() * r.element_size() for _, r in self._resized.values())
-        return int(models + resized)
+        indices = sum(a.nbytes for arrays in self._indices.values() for a in arrays.values())
+        return int(models + resized + indices)
 
     def _evict(self, keep: str) -> None:
-        """Drop the least recently used models and resized splits until the held bytes fit the budget."""
+        """Drop the least recently used models, fitted indices and resized splits until the budget holds."""
         budget = memory_budget()
-        while self.held_bytes() > budget and (len(self._models) > 1 or self._resized):
+        while self.held_bytes() > budget:
             if len(self._models) > 1:  # models reload in milliseconds: they go first
                 self._models.pop(next(k for k in self._models if k != keep))
-            else:
+            elif len(self._indices) > (1 if keep in self._indices else 0):  # indices reload from the disk cache
+                self._indices.pop(next(k for k in self._indices if k != keep))
+            elif self._resized:
                 self._resized.pop(next(iter(self._resized)))
+            else:
+                break
 
     # ------------------------------------------------------------------ data
     def _split(self, name: str, which: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,9 +23,11 @@ from lfx_engine.example_importance import (
     encode,
     example_roles,
     influence_scores,
+    mse_per_example,
     simplex_scores,
     tracin_scores,
 )
+from lfx_engine.example_importance import index as example_index
 from lfx_engine.example_importance.streaming import DEFAULT_MEMORY_MB
 from lfx_engine.explorer._core import (
     EXAMPLE_METHODS,
@@ -246,6 +248,133 @@ class ExampleViews(ExplorerCore):
         if not compute and not cache.is_cached("example_rows", key):
             return None
         return cache.cached("example_rows", key, scores)["scores"]
+
+    # ------------------------------------------------------------------ the full training split (fit once)
+    #: Settings of the page's subset methods that also apply to a fitted index.
+    INDEX_SETTINGS = {"simplex": ("steps", "lr"), "influence": ("damp", "scale", "recursion_depth", "minibatch_size")}
+    #: SimplEx's corpus on the full training split: the nearest training latents of each test input.
+    FULL_SIMPLEX_CORPUS = 1000
+
+    def index_params(self, name: str, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A fitted index's settings: :func:`.index.default_params`, then the shared settings of ``params``.
+
+        Gradient features are projected (``projection_dim``), so that they fit in memory over a full split.
+        """
+        out = example_index.default_params(method)
+        if method == "simplex":
+            # a convex fit over tens of thousands of latents spreads its weight thinly: the corpus is each test
+            # input's FULL_SIMPLEX_CORPUS nearest training latents (SimplEx's own corpus size), weights 0 elsewhere
+            out["k_nearest"] = self.FULL_SIMPLEX_CORPUS
+        for key in self.INDEX_SETTINGS.get(method, ()):
+            if params and key in params:
+                out[key] = params[key]
+        if params and "projection_dim" in params:
+            out["projection_dim"] = params["projection_dim"]
+        elif method in example_index.GRADIENT_METHODS:
+            out["projection_dim"] = self._projection_for_budget(name, method)
+        return out
+
+    #: Disk and memory one fitted gradient index may take on a full split, in MB.
+    INDEX_BUDGET_MB = 512
+    #: Projection sizes tried, largest first (:meth:`_projection_for_budget`).
+    PROJECTIONS = (1024, 512, 256, 128, 64)
+
+    def _projection_for_budget(self, name: str, method: str) -> int:
+        """The largest projection whose stored features (every checkpoint, the full split) fit INDEX_BUDGET_MB."""
+        model = self.model(name)
+        x_train = self.train_data(name)[0]
+        n_states = max(1, len(self.entry(name).record.get("tracin_checkpoints", []))) if method == "tracin" else 1
+        for dim in self.PROJECTIONS:
+            fmap = example_index.GradientFeatureMap.build(model, x_train[:2].to(self.device), dim)
+            if n_states * len(x_train) * example_index.feature_bytes(fmap.width(model), True) \
+                    <= self.INDEX_BUDGET_MB * 2**20:
+                return dim
+        return self.PROJECTIONS[-1]
+
+    def _index_key(self, name: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        entry = self.entry(name)
+        extra: dict[str, Any] = {}
+        if method == "tracin":
+            extra["tracin"] = entry.record.get("tracin_checkpoints", [])
+        return self._key(name, method=method, split=entry.train_split, index_params=params, **extra)
+
+    def index_cached(self, name: str, method: str, params: dict[str, Any] | None = None) -> bool:
+        """Whether :meth:`example_index` for these settings is on disk or in memory (scoring is then immediate)."""
+        params = self.index_params(name, method, params)
+        parts = self._index_key(name, method, params)
+        return cache.cache_key(parts) in self._indices or cache.is_cached("example_index", parts)
+
+    def example_index(self, name: str, method: str, params: dict[str, Any] | None = None,
+                      progress: Progress = None, compute: bool = True) -> example_index.ExampleIndex | None:
+        """``method`` fitted on the model's **full** training split (disk-cached; held in memory under the budget).
+
+        ``compute=False`` returns None instead of fitting an index that is not cached yet.
+        """
+        problem = self.example_method_problem(name, method)
+        if problem:
+            raise ParameterError(problem)
+        params = self.index_params(name, method, params)
+        parts = self._index_key(name, method, params)
+        key = cache.cache_key(parts)
+        with self._lock:
+            arrays = self._indices.pop(key, None)
+            if arrays is not None:
+                self._indices[key] = arrays  # most recently used last
+        if arrays is None:
+            if not compute and not cache.is_cached("example_index", parts):
+                return None
+            entry = self.entry(name)
+            model = self.model(name)
+
+            def fit() -> dict[str, np.ndarray]:
+                x_train = self.train_data(name)[0]
+                fitted = example_index.fit(method, model, x_train, loss_fn=entry.loss_fn or mse_per_example,
+                                           checkpoints=self._checkpoints(name, method), params=params,
+                                           device=self.device, progress=progress)
+                return fitted.arrays
+
+            arrays = cache.cached("example_index", parts, fit)
+            with self._lock:
+                self._indices[key] = arrays
+                self._evict(keep=key)
+        entry = self.entry(name)
+        return example_index.from_arrays(
+            method, self.model(name), arrays, params=params, loss_fn=entry.loss_fn or mse_per_example,
+            checkpoints=self._checkpoints(name, method),
+            hessian_data=self.train_data(name)[0] if method == "influence" else None, device=self.device)
+
+    def _checkpoints(self, name: str, method: str) -> list[Any]:
+        entry = self.entry(name)
+        if method != "tracin" or entry.tracin_loader is None:
+            return []
+        return list(entry.tracin_loader())
+
+    def index_ranking(self, name: str, method: str, index: int, k: int = 8,
+                      params: dict[str, Any] | None = None) -> pd.DataFrame | None:
+        """The ``k`` most and ``k`` least important examples of the **full** training split for test input ``index``.
+
+        None when the index is not fitted yet (see :meth:`example_index`). Columns as
+        :meth:`example_ranking` (``position`` is the training-split index here), plus ``part`` (top / bottom).
+        """
+        fitted = self.example_index(name, method, params, compute=False)
+        if fitted is None:
+            return None
+        index = self._check_index(name, index)
+        x = self.test_data(name)[0][index:index + 1]
+        found = fitted.score(x, example_index.TopKSink(1, k, bottom=True))
+        idx = np.concatenate([found["top_indices"][0], found["bottom_indices"][0][::-1]])
+        scores = np.concatenate([found["top_scores"][0], found["bottom_scores"][0][::-1]]).astype(np.float64)
+        n_train = fitted.n_train
+        y_train = self.train_data(name)[1].numpy()
+        dataset = self.choice(name).dataset
+        labels = y_train[idx]
+        top = min(k, n_train)
+        ranks = np.concatenate([np.arange(1, top + 1), np.arange(n_train - len(idx) + top + 1, n_train + 1)])
+        frame = pd.DataFrame({"rank": ranks, "position": idx, "train_index": idx, "score": scores, "label": labels,
+                              "class": [self.label_name(dataset, int(c)) for c in labels],
+                              "part": ["top"] * top + ["bottom"] * (len(idx) - top)})
+        frame["role"] = example_roles(method, scores)
+        return frame
 
     def example_ranking(self, name: str, scores: np.ndarray, n: int = 1000, method: str | None = None) -> pd.DataFrame:
         """Training-subset examples sorted from most to least important for one test input.

@@ -1,0 +1,173 @@
+"""Fit once, score many over a full training split: fit time, one-sample ranking time, projection agreement.
+
+For a shipped model (default ``mnist_dae_consistency``: MNIST, 60,000 training images) this measures, with the
+app's own settings (``Explorer.index_params``):
+
+* **fit**: the training side of each method over the whole training split (latents, or per-checkpoint gradient
+  features randomly projected Kronecker-wise), and its size;
+* **one sample**: ranking all training examples for one test input (the Top examples page's "full training split"),
+  median of ``--repeats`` unseen samples, against the issue-12 targets (DKNN/cosine < 0.3 s, SimplEx < 3 s,
+  TracIn/IF < 2 s on this 2-core CPU);
+* **agreement**: at ``--agree-n`` training × 20 test examples, the projected scores against the exact ones
+  (Spearman per test row, top-10 overlap), for the gradient methods;
+* **faiss** (when installed: ``pip install faiss-cpu``): exact L2 search ``IndexFlatL2`` beside our DKNN ranking,
+  side by side on the same latents.
+
+Usage::
+
+    LFX_DATA_DIR=../shared/data OMP_NUM_THREADS=1 python bench/bench_scale.py [--model NAME] [--methods ...]
+
+Writes ``bench/SCALE_RESULTS.md``. Caches go to a fresh folder under ``bench/_work`` (removed afterwards).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+TARGETS = {"dknn": 0.3, "cosine": 0.3, "simplex": 3.0, "tracin": 2.0, "influence": 2.0}
+
+
+def agreement(explorer, name: str, method: str, n_train: int, n_test: int) -> dict[str, float]:
+    """Projected vs exact scores at the app's projection: mean Spearman per row and top-10 overlap."""
+    from scipy.stats import spearmanr
+
+    from lfx_engine.example_importance import index as ix
+
+    entry = explorer.entry(name)
+    params = explorer.index_params(name, method)
+    x_train = explorer.train_data(name)[0][:n_train]
+    x_test = explorer.test_data(name)[0][:n_test]
+    model = explorer.model(name)
+    checkpoints = explorer._checkpoints(name, method)
+    common = dict(loss_fn=entry.loss_fn, checkpoints=checkpoints, device=explorer.device)
+    exact = ix.fit(method, model, x_train, params={**params, "projection_dim": None}, **common).score(x_test)
+    projected = ix.fit(method, model, x_train, params=params, **common).score(x_test)
+    rho = float(np.mean([spearmanr(exact[i], projected[i])[0] for i in range(n_test)]))
+    top = float(np.mean([len(set(np.argsort(-exact[i])[:10]) & set(np.argsort(-projected[i])[:10])) / 10
+                         for i in range(n_test)]))
+    return {"spearman": rho, "top10": top, "dim": params["projection_dim"]}
+
+
+def faiss_side_by_side(explorer, name: str, samples: list[int]) -> dict[str, float] | None:
+    """Seconds per query of faiss ``IndexFlatL2`` and of our fitted DKNN index, and whether the top 10 agree."""
+    try:
+        import faiss
+    except ImportError:
+        return None
+    from lfx_engine.example_importance import encode
+
+    fitted = explorer.example_index(name, "dknn")
+    h_train = np.ascontiguousarray(fitted.arrays["latents"], dtype=np.float32)
+    index = faiss.IndexFlatL2(h_train.shape[1])
+    index.add(h_train)
+    model = explorer.model(name)
+    ours, theirs, same = [], [], []
+    for i in samples:
+        start = time.perf_counter()
+        ranking = explorer.index_ranking(name, "dknn", i, 10)
+        ours.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        h = encode(model.encoder, explorer.test_data(name)[0][i:i + 1]).numpy()
+        _, found = index.search(h, 10)
+        theirs.append(time.perf_counter() - start)
+        same.append(len(set(found[0]) & set(ranking["train_index"][:10])) / 10)
+    return {"ours": statistics.median(ours), "faiss": statistics.median(theirs), "top10": float(np.mean(same))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="mnist_dae_consistency")
+    parser.add_argument("--methods", nargs="+", default=["dknn", "cosine", "simplex", "tracin", "influence"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--agree-n", type=int, default=1000)
+    parser.add_argument("--out", default=str(REPO / "bench" / "SCALE_RESULTS.md"))
+    args = parser.parse_args()
+
+    work = REPO / "bench" / "_work"
+    work.mkdir(parents=True, exist_ok=True)
+    cache_dir = Path(tempfile.mkdtemp(prefix="scale_cache_", dir=work))
+    os.environ["LFX_CACHE_DIR"] = str(cache_dir)
+    os.environ.setdefault("LFX_DATA_DIR", str(REPO.parent / "shared" / "data"))
+    import torch
+
+    from lfx_engine.explorer import Explorer
+
+    explorer = Explorer(device="cpu")
+    name = args.model
+    n_train = len(explorer.train_data(name)[1])
+    samples = list(range(10, 10 + args.repeats))
+    rows, agree = [], {}
+    try:
+        for method in args.methods:
+            if explorer.example_method_problem(name, method):
+                print(f"{method}: {explorer.example_method_problem(name, method)}", flush=True)
+                continue
+            params = explorer.index_params(name, method)
+            start = time.perf_counter()
+            fitted = explorer.example_index(name, method)
+            fit_s = time.perf_counter() - start
+            size = sum(a.nbytes for a in fitted.arrays.values())
+            times = []
+            for i in samples:
+                start = time.perf_counter()
+                explorer.index_ranking(name, method, i, 8)
+                times.append(time.perf_counter() - start)
+            rank_s = statistics.median(times)
+            rows.append((method, params, fit_s, size, rank_s))
+            print(f"{method}: fit {fit_s:.1f} s ({size / 2**20:.0f} MB), one sample {rank_s:.3f} s "
+                  f"(target < {TARGETS.get(method, float('nan'))} s)", flush=True)
+            if method in ("tracin", "influence", "grad_dot"):
+                agree[method] = agreement(explorer, name, method, args.agree_n, 20)
+                print(f"  projected vs exact at {args.agree_n}: {agree[method]}", flush=True)
+        versus = faiss_side_by_side(explorer, name, samples) if "dknn" in args.methods else None
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+
+    lines = [
+        "# Fit once, score many: the full training split",
+        "",
+        f"Measured {dt.datetime.now().strftime('%Y-%m-%d %H:%M')} by `python bench/bench_scale.py` on "
+        f"{platform.machine()} / {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, load average {os.getloadavg()[0]:.1f} at "
+        "the end.",
+        f"Model `{name}`: {n_train:,} training examples searched for each test input; disk cache empty at the start.",
+        "",
+        "| method | settings | fit (once) | index size | one sample, all examples ranked (median) | target |",
+        "|---|---|---|---|---|---|",
+    ]
+    for method, params, fit_s, size, rank_s in rows:
+        shown = ", ".join(f"{k}={v}" for k, v in params.items() if v is not None)
+        target = TARGETS.get(method)
+        verdict = "" if target is None else (" ✓" if rank_s < target else " ✗")
+        lines.append(f"| {method} | {shown or '—'} | {fit_s:.1f} s | {size / 2**20:.1f} MB | {rank_s:.3f} s{verdict} "
+                     f"| {'< ' + str(target) + ' s' if target else '—'} |")
+    if agree:
+        lines += ["", f"## Projected against exact gradient features ({args.agree_n} training × 20 test examples)",
+                  "", "| method | projection_dim | Spearman (mean over test rows) | top-10 overlap |", "|---|---|---|---|"]
+        for method, values in agree.items():
+            lines.append(f"| {method} | {values['dim']} | {values['spearman']:.3f} | {values['top10']:.2f} |")
+    if versus:
+        lines += ["", "## Nearest neighbours beside faiss (same latents, one query, top 10)", "",
+                  "| ours (DKNN index, exact distances) | faiss IndexFlatL2 | top-10 agreement |", "|---|---|---|",
+                  f"| {versus['ours'] * 1000:.1f} ms | {versus['faiss'] * 1000:.1f} ms | {versus['top10']:.2f} |",
+                  "", "Ours includes encoding the test input and building the ranking table (labels, roles); "
+                  "faiss's includes the same encoding."]
+    lines.append("")
+    Path(args.out).write_text("\n".join(lines))
+    print(f"wrote {args.out}")
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

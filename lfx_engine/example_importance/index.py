@@ -1,0 +1,424 @@
+"""Fit once, score many: example importance against a whole training set, one test input at a time.
+
+:func:`fit` computes the training side of a method once: the latents (DKNN,
+cosine, the SimplEx corpus) or per-checkpoint gradient features (TracIn, the
+gradient baselines, Influence Functions). The result, an :class:`ExampleIndex`,
+is a handful of arrays (:meth:`ExampleIndex.arrays`, so a caller can keep it on
+disk) plus the model; :meth:`ExampleIndex.score` then ranks every training
+example for new test inputs, writing each block of rows to a sink
+(:class:`DenseSink`, :class:`TopKSink`, :class:`ShardSink`).
+
+Gradient features are either exact (every encoder parameter, ``projection_dim=None``)
+or a seeded random projection that never builds the full gradient: a linear
+layer's per-example gradient is the outer product ``δ aᵀ`` of its output
+gradient and input, so it is projected Kronecker-wise as ``(R_outᵀ δ) ⊗ (R_inᵀ a)``
+(the TRAK / LoGra construction); the remaining parameters (convolutions, norms,
+recurrent weights) get a dense Gaussian projection. Dot products of projected
+features are unbiased estimates of the exact ones.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ParameterError
+from ._common import Progress, eval_on, report, resolve_device
+from .factored import factorable_linears, factored_grads, factored_names
+from .gradients import LossFn, _grads_on_device, is_encoder_param, mse_per_example, selected_parameters
+from .influence import BatchHessian, _lissa_transposed, draw_minibatches
+from .latent import cosine_scores, dknn_scores, encode
+from .simplex import simplex_scores
+from .streaming import budget_bytes
+from .tracin import Checkpoint, load_checkpoint
+
+#: Methods an index can be fitted for.
+INDEX_METHODS = ("dknn", "cosine", "simplex", "tracin", "grad_dot", "grad_cos", "influence")
+LATENT_METHODS = ("dknn", "cosine", "simplex")
+GRADIENT_METHODS = ("tracin", "grad_dot", "grad_cos", "influence")
+
+
+# ----------------------------------------------------------------------------------------------- sinks
+class Sink(Protocol):
+    """Receives score rows block by block (``start`` is the first test row of ``block``)."""
+
+    def write(self, start: int, block: torch.Tensor) -> None: ...
+
+    def result(self) -> Any: ...
+
+
+class DenseSink:
+    """All rows in one ``(n_test, n_train)`` float32 array."""
+
+    def __init__(self, n_test: int, n_train: int) -> None:
+        self.scores = np.zeros((n_test, n_train), dtype=np.float32)
+
+    def write(self, start: int, block: torch.Tensor) -> None:
+        self.scores[start:start + len(block)] = block.cpu().numpy()
+
+    def result(self) -> np.ndarray:
+        return self.scores
+
+
+class TopKSink:
+    """The ``k`` highest (and, with ``bottom=True``, lowest) scores of each row and their training indices."""
+
+    def __init__(self, n_test: int, k: int, bottom: bool = False) -> None:
+        if k < 1:
+            raise ParameterError(f"k must be a positive integer, got {k!r}")
+        self.k, self.bottom = k, bottom
+        self.top_scores = np.zeros((n_test, 0), dtype=np.float32)
+        self._rows: dict[str, list[tuple[int, np.ndarray]]] = {"top": [], "top_idx": [], "bot": [], "bot_idx": []}
+
+    def write(self, start: int, block: torch.Tensor) -> None:
+        k = min(self.k, block.shape[1])
+        top = block.topk(k, dim=1)
+        self._rows["top"].append((start, top.values.cpu().numpy()))
+        self._rows["top_idx"].append((start, top.indices.cpu().numpy()))
+        if self.bottom:
+            low = block.topk(k, dim=1, largest=False)
+            self._rows["bot"].append((start, low.values.cpu().numpy()))
+            self._rows["bot_idx"].append((start, low.indices.cpu().numpy()))
+
+    def result(self) -> dict[str, np.ndarray]:
+        out = {}
+        for name, rows in self._rows.items():
+            if rows:
+                out[name] = np.concatenate([r for _, r in sorted(rows, key=lambda item: item[0])])
+        names = {"top": "top_scores", "top_idx": "top_indices", "bot": "bottom_scores", "bot_idx": "bottom_indices"}
+        return {names[k]: v for k, v in out.items()}
+
+
+class ShardSink:
+    """Each block of rows as its own ``.npz`` file (``scores`` and the first test row ``start``) in ``folder``.
+
+    For dataset-wide runs whose full matrix does not fit in memory: a shard is written atomically, so a
+    stopped run leaves only whole shards behind.
+    """
+
+    def __init__(self, folder: str | Path, prefix: str = "scores") -> None:
+        self.folder, self.prefix = Path(folder), prefix
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.paths: list[Path] = []
+
+    def write(self, start: int, block: torch.Tensor) -> None:
+        from lfx_engine.atomic import atomic_write
+
+        scores = block.cpu().numpy()
+        path = self.folder / f"{self.prefix}_{start:09d}.npz"
+        atomic_write(path, lambda handle: np.savez(handle, scores=scores, start=np.int64(start)))
+        self.paths.append(path)
+
+    def result(self) -> list[Path]:
+        return list(self.paths)
+
+
+def read_shards(paths: Sequence[str | Path]) -> np.ndarray:
+    """The rows of :class:`ShardSink` files, in test order, as one array."""
+    parts = []
+    for path in paths:
+        with np.load(path, allow_pickle=False) as data:
+            parts.append((int(data["start"]), data["scores"]))
+    return np.concatenate([p for _, p in sorted(parts, key=lambda item: item[0])])
+
+
+# ----------------------------------------------------------------------------------------------- features
+@dataclass
+class GradientFeatureMap:
+    """Per-example loss gradients of the encoder as feature rows: exact, or projected without the full gradient.
+
+    ``layers`` are the linear layers kept as (input, output-gradient) factors; ``dense`` the other parameters'
+    names in :func:`selected_parameters` order. ``projection_dim=None`` keeps every number (exact dot products).
+    """
+
+    names: list[str]
+    layers: dict[str, nn.Linear]
+    dense: list[str]
+    projection_dim: int | None
+    seed: int = 0
+    _mats: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(cls, model: nn.Module, probe: torch.Tensor, projection_dim: int | None, seed: int = 0,
+              param_filter: Callable[[str], bool] = is_encoder_param) -> "GradientFeatureMap":
+        params = selected_parameters(model, param_filter)
+        names = list(params)
+        layers = factorable_linears(model, set(names), probe)
+        held = factored_names(layers)
+        return cls(names, layers, [n for n in names if n not in held], projection_dim, seed)
+
+    def n_dense(self, model: nn.Module) -> int:
+        shapes = dict(model.named_parameters())
+        return sum(shapes[n].numel() for n in self.dense)
+
+    def _matrix(self, key: str, rows: int, cols: int, device: torch.device) -> torch.Tensor:
+        """A seeded Gaussian ``(rows, cols)`` with N(0, 1/cols) entries, the same for train and test."""
+        if key not in self._mats:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + zlib.crc32(key.encode()))
+            self._mats[key] = torch.randn(rows, cols, generator=generator) / math.sqrt(cols)
+        return self._mats[key].to(device)
+
+    def _side(self, size: int) -> int:
+        return size if self.projection_dim is None else min(size, max(1, round(math.sqrt(self.projection_dim))))
+
+    def width(self, model: nn.Module) -> int:
+        """Numbers per feature row."""
+        n_dense = self.n_dense(model)
+        dense = n_dense if self.projection_dim is None else min(n_dense, self.projection_dim)
+        return dense + sum(self._side(m.out_features) * self._side(m.in_features + (m.bias is not None))
+                           for m in self.layers.values())
+
+    def rows(self, model: nn.Module, x: torch.Tensor, loss_fn: LossFn, batch_size: int,
+             device: torch.device) -> torch.Tensor:
+        """Feature rows ``(len(x), width)`` of ``x`` at the model's current weights (model in eval mode)."""
+        if not self.layers:  # nothing to keep as factors (e.g. a recurrent encoder): plain per-example gradients
+            names = set(self.names)
+            dense = _grads_on_device(model, x, loss_fn, lambda n: n in names, batch_size, device)
+            return self._project_dense(dense, device)
+        rows = factored_grads(model, x, loss_fn, lambda n: n in set(self.names), self.layers, batch_size, device)
+        parts = [self._project_dense(rows.dense, device)] if self.dense else []
+        for (name, module), (a, d) in zip(self.layers.items(), rows.factors):
+            d_side = self._project(f"{name}.out", d, device)
+            a_side = self._project(f"{name}.in", a, device)
+            parts.append((d_side[:, :, None] * a_side[:, None, :]).reshape(len(x), -1))
+        return torch.cat(parts, dim=1) if parts else torch.zeros(len(x), 0, device=device)
+
+    def _project(self, key: str, m: torch.Tensor, device: torch.device) -> torch.Tensor:
+        side = self._side(m.shape[1])
+        if side == m.shape[1]:
+            return m
+        return m @ self._matrix(key, m.shape[1], side, device)
+
+    def _project_dense(self, dense: torch.Tensor, device: torch.device) -> torch.Tensor:
+        if self.projection_dim is None or dense.shape[1] <= self.projection_dim:
+            return dense
+        return dense @ self._matrix("dense", dense.shape[1], self.projection_dim, device)
+
+    def vector(self, model: nn.Module, flat: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """Features of full gradient-shaped vectors ``(n, P)`` in :attr:`names` order (e.g. a solved IF vector).
+
+        A linear layer's block ``[W | b]`` is mapped to ``R_outᵀ [W | b] R_in``, the same map that turns a
+        per-example ``δ aᵀ`` into ``(R_outᵀ δ) ⊗ (R_inᵀ a)``.
+        """
+        shapes = dict(model.named_parameters())
+        offsets, pos = {}, 0
+        for name in self.names:
+            offsets[name] = (pos, pos + shapes[name].numel())
+            pos += shapes[name].numel()
+        pieces = []
+        if self.dense:
+            dense = torch.cat([flat[:, offsets[n][0]:offsets[n][1]] for n in self.dense], dim=1)
+            pieces.append(self._project_dense(dense, device))
+        for name, module in self.layers.items():
+            w0, w1 = offsets[f"{name}.weight"]
+            blocks = [flat[:, w0:w1].reshape(len(flat), module.out_features, module.in_features)]
+            if module.bias is not None:
+                b0, b1 = offsets[f"{name}.bias"]
+                blocks.append(flat[:, b0:b1].reshape(len(flat), module.out_features, 1))
+            full = torch.cat(blocks, dim=2)  # (n, out, in + 1)
+            out_side, in_side = self._side(full.shape[1]), self._side(full.shape[2])
+            if out_side < full.shape[1]:
+                full = torch.einsum("noi,ok->nki", full, self._matrix(f"{name}.out", full.shape[1], out_side,
+                                                                        device))
+            if in_side < full.shape[2]:
+                full = torch.einsum("noi,ik->nok", full, self._matrix(f"{name}.in", full.shape[2], in_side,
+                                                                        device))
+            pieces.append(full.reshape(len(flat), -1))
+        return torch.cat(pieces, dim=1)
+
+
+# ----------------------------------------------------------------------------------------------- the index
+@dataclass
+class ExampleIndex:
+    """A fitted training side: ``arrays`` (what :func:`fit` computed) plus what scoring needs from the model."""
+
+    method: str
+    model: nn.Module
+    arrays: dict[str, np.ndarray]
+    params: dict[str, Any]
+    loss_fn: LossFn = mse_per_example
+    checkpoints: Sequence[Checkpoint] = ()
+    hessian_data: torch.Tensor | None = None
+    device: torch.device | str | None = None
+    _work: nn.Module | None = field(default=None, init=False, repr=False)
+    _fmap: GradientFeatureMap | None = field(default=None, init=False, repr=False)
+
+    @property
+    def n_train(self) -> int:
+        return int(self.arrays["n_train"])
+
+    def score(self, x_test: torch.Tensor, sink: Sink | None = None, batch_size: int = 256,
+              progress: Progress = None) -> Any:
+        """Scores of every training example for each row of ``x_test``, written to ``sink`` (dense by default).
+
+        Larger = more important, as in the subset functions (:func:`.dknn_scores`, :func:`.tracin_scores`, …).
+        """
+        sink = sink or DenseSink(len(x_test), self.n_train)
+        for start in range(0, len(x_test), batch_size):
+            block = x_test[start:start + batch_size]
+            sink.write(start, self._score_block(block))
+            report(progress, min(start + batch_size, len(x_test)), len(x_test))
+        return sink.result()
+
+    def _score_block(self, x: torch.Tensor) -> torch.Tensor:
+        dev = resolve_device(self.device, self.model)
+        if self.method in LATENT_METHODS:
+            h_train = torch.from_numpy(self.arrays["latents"])
+            h_test = encode(self.model.encoder, x, device=dev)
+            if self.method == "dknn":
+                return dknn_scores(h_test, h_train, device=dev)
+            if self.method == "cosine":
+                return cosine_scores(h_test, h_train, device=dev)
+            return simplex_scores(h_test, h_train, steps=self.params["steps"], lr=self.params["lr"],
+                                  k_nearest=self.params.get("k_nearest"), device=dev)[0]
+        return self._gradient_scores(x, dev)
+
+    def _gradient_scores(self, x: torch.Tensor, dev: torch.device) -> torch.Tensor:
+        if self._work is None:  # a private copy (checkpoints are loaded into it) and its feature map, made once:
+            self._work = copy.deepcopy(self.model)  # the projection matrices are drawn once per index, not per query
+            self._fmap = _feature_map(self._work, x[:2].to(dev), self.params)
+        model, fmap = self._work, self._fmap
+        assert fmap is not None
+        scores = torch.zeros(len(x), self.n_train)
+        states = _states(self.method, model, self.checkpoints)
+        factors = self.params.get("lr_factors") or [1.0] * len(states)
+        with eval_on(model, dev, restore_weights=True):
+            for c, (state, factor) in enumerate(zip(states, factors)):
+                model.load_state_dict(state)
+                train = _loaded(self.arrays, c, dev)
+                if self.method == "influence":
+                    test = self._solved_test_features(model, fmap, x, dev)
+                else:
+                    test = fmap.rows(model, x, self.loss_fn, 64, dev)
+                block = factor * (test.float() @ train.T)
+                if self.method == "grad_cos":
+                    norms = torch.from_numpy(self.arrays["norms_0"]).to(dev)
+                    block = block / (test.norm(dim=1)[:, None] * norms[None, :]).clamp_min(1e-12)
+                scores += block.cpu()
+        return scores
+
+    def _solved_test_features(self, model: nn.Module, fmap: GradientFeatureMap, x: torch.Tensor,
+                              dev: torch.device) -> torch.Tensor:
+        """Features of ``(H + damp·scale·I)⁻¹``-weighted test gradients (transposed LiSSA, exact HVPs)."""
+        data = self.hessian_data if self.hessian_data is not None else torch.empty(0)
+        if len(data) == 0:
+            raise ParameterError("Influence Functions need the training inputs for the Hessian")
+        p = self.params
+        params = selected_parameters(model, is_encoder_param)
+        batches = draw_minibatches(len(data), min(p["minibatch_size"], len(data)), p["recursion_depth"], p["seed"])
+        hessian = BatchHessian(model, params, data.to(dev), self.loss_fn, "full", 1)
+        g = _grads_on_device(model, x, self.loss_fn, is_encoder_param, 64, dev)
+        solved = _lissa_transposed(hessian, g, batches, p["damp"], p["scale"], None, 0, len(batches))
+        solved /= p["scale"] * len(data)
+        return fmap.vector(model, solved, dev)
+
+
+def feature_bytes(width: int, projected: bool) -> int:
+    """Bytes per stored feature row: projected features are kept as float16 (with a scale), exact ones as float32."""
+    return (2 if projected else 4) * width
+
+
+def _stored(features: torch.Tensor, c: int, quantise: bool) -> dict[str, np.ndarray]:
+    """Checkpoint ``c``'s features as stored: projected ones as float16 scaled by their largest magnitude.
+
+    A projection's own error dwarfs float16's rounding; the scale keeps small gradients out of its subnormals.
+    """
+    if not quantise:
+        return {f"features_{c}": features.numpy()}
+    scale = float(features.abs().max()) or 1.0
+    return {f"features_{c}": (features / scale).half().numpy(), f"scale_{c}": np.float32(scale)}
+
+
+def _loaded(arrays: Mapping[str, np.ndarray], c: int, device: torch.device) -> torch.Tensor:
+    """Checkpoint ``c``'s training features as float32 on ``device`` (undoing :func:`_stored`)."""
+    features = torch.from_numpy(np.asarray(arrays[f"features_{c}"])).to(device).float()
+    if f"scale_{c}" in arrays:
+        features = features * float(arrays[f"scale_{c}"])
+    return features
+
+
+def _feature_map(model: nn.Module, probe: torch.Tensor, params: Mapping[str, Any]) -> GradientFeatureMap:
+    return GradientFeatureMap.build(model, probe, params.get("projection_dim"), int(params.get("seed", 0)))
+
+
+def _states(method: str, model: nn.Module, checkpoints: Sequence[Checkpoint]) -> list[Mapping[str, torch.Tensor]]:
+    """The weights the gradients are taken at: every TracIn checkpoint, else the final weights."""
+    if method == "tracin":
+        if not checkpoints:
+            raise ParameterError("TracIn needs at least one checkpoint; train with checkpointing enabled")
+        return [load_checkpoint(c) for c in checkpoints]
+    return [{k: v.detach().clone() for k, v in model.state_dict().items()}]
+
+
+def default_params(method: str) -> dict[str, Any]:
+    """Settings of :func:`fit` for ``method`` (METHOD §3's where the subset functions have them)."""
+    if method == "simplex":
+        return {"steps": 1000, "lr": 0.1, "k_nearest": None}
+    if method in GRADIENT_METHODS:
+        out: dict[str, Any] = {"projection_dim": 1024, "seed": 0}
+        if method == "influence":
+            out.update({"damp": 1e-3, "scale": 1000.0, "recursion_depth": 100, "minibatch_size": 300})
+        return out
+    return {}
+
+
+def fit(method: str, model: nn.Module, x_train: torch.Tensor, *, loss_fn: LossFn = mse_per_example,
+        checkpoints: Sequence[Checkpoint] = (), params: Mapping[str, Any] | None = None,
+        device: torch.device | str | None = None, batch_size: int = 256, progress: Progress = None,
+        max_memory_mb: float | None = None) -> ExampleIndex:
+    """Compute ``method``'s training side over ``x_train`` once; :meth:`ExampleIndex.score` does the rest.
+
+    ``params`` override :func:`default_params` (``projection_dim=None`` asks for exact gradient features, which
+    must fit in ``max_memory_mb``). The model is not changed (gradients are taken on a private copy).
+    """
+    if method not in INDEX_METHODS:
+        raise ParameterError(f"unknown example-importance method {method!r}; choose from {', '.join(INDEX_METHODS)}")
+    settings = {**default_params(method), **dict(params or {})}
+    unknown = sorted(set(settings) - set(default_params(method)) - {"lr_factors"})
+    if unknown:
+        raise ParameterError(f"{method} has no setting {', '.join(unknown)}")
+    dev = resolve_device(device, model)
+    arrays: dict[str, np.ndarray] = {"n_train": np.int64(len(x_train))}
+    if method in LATENT_METHODS:
+        arrays["latents"] = encode(model.encoder, x_train, batch_size=batch_size, device=dev,
+                                   progress=progress).numpy()
+        return ExampleIndex(method, model, arrays, settings, loss_fn, checkpoints, None, device)
+    work = copy.deepcopy(model)
+    fmap = _feature_map(work, x_train[:2].to(dev), settings)
+    states = _states(method, work, checkpoints)
+    row_bytes = feature_bytes(fmap.width(work), settings["projection_dim"] is not None)
+    if len(states) * len(x_train) * row_bytes > budget_bytes(max_memory_mb):
+        raise ParameterError(
+            f"{method}'s training features need {len(states) * len(x_train) * row_bytes / 2**20:.0f} MB, over the "
+            f"memory budget of {budget_bytes(max_memory_mb) / 2**20:.0f} MB: set a smaller projection_dim")
+    total = len(states) * len(x_train)
+    with eval_on(work, dev, restore_weights=True):
+        for c, state in enumerate(states):
+            work.load_state_dict(state)
+            chunks = []
+            for start in range(0, len(x_train), batch_size):
+                rows = fmap.rows(work, x_train[start:start + batch_size], loss_fn, 64, dev)
+                chunks.append(rows.cpu())
+                report(progress, c * len(x_train) + min(start + batch_size, len(x_train)), total)
+            features = torch.cat(chunks)
+            if method == "grad_cos":
+                arrays[f"norms_{c}"] = features.norm(dim=1).numpy()
+            arrays.update(_stored(features, c, quantise=settings["projection_dim"] is not None))
+    hessian_data = x_train if method == "influence" else None
+    return ExampleIndex(method, model, arrays, settings, loss_fn, checkpoints, hessian_data, device)
+
+
+def from_arrays(method: str, model: nn.Module, arrays: Mapping[str, np.ndarray], *, params: Mapping[str, Any],
+                loss_fn: LossFn = mse_per_example, checkpoints: Sequence[Checkpoint] = (),
+                hessian_data: torch.Tensor | None = None, device: torch.device | str | None = None) -> ExampleIndex:
+    """An index from arrays :func:`fit` computed earlier (e.g. read back from the disk cache)."""
+    settings = {**default_params(method), **dict(params)}
+    return ExampleIndex(method, model, dict(arrays), settings, loss_fn, checkpoints,
+                        hessian_data if method == "influence" else None, device)
