@@ -218,3 +218,21 @@ def test_explorer_projection_fits_the_budget_and_indices_leave_memory_first(tiny
     explorer.example_index(name, "cosine")
     assert len(explorer._indices) == 1  # only the index just fitted stays in memory
     assert explorer.index_cached(name, "dknn")  # the evicted one is still on disk
+
+
+def test_the_one_dispatch_refuses_unknown_methods_and_settings_and_keeps_the_model() -> None:
+    from lfx_engine.example_importance.dispatch import METHODS, score_matrix
+
+    assert set(METHODS) == set(ix.INDEX_METHODS)  # the index and the subset views speak of the same methods
+    model = WideAE().eval()
+    x_train, x_test = _data()
+    with pytest.raises(ParameterError, match="unknown example-importance method"):
+        score_matrix("telepathy", model, x_train, x_test)
+    with pytest.raises(ParameterError, match="no setting damp"):
+        score_matrix("tracin", model, x_train, x_test, params={"damp": 0.1})
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = score_matrix("tracin", model, x_train, x_test, checkpoints=_checkpoints(WideAE()))
+    assert out["scores"].shape == (len(x_test), len(x_train))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # checkpoints went to a copy
+    simplex = score_matrix("simplex", model, x_train, x_test, params={"steps": 50})
+    assert set(simplex) == {"scores", "residuals", "latent_norms"}

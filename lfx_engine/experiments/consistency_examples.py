@@ -10,7 +10,6 @@ above the class prior, least below, both equal to it at 100%.
 """
 from __future__ import annotations
 
-import copy
 import time
 from typing import Any, Sequence
 
@@ -23,18 +22,12 @@ from lfx_engine.data import Split, balanced_subset_indices, get_spec, load_split
 from lfx_engine.data.subsets import ECG_SUBSET_SEED
 from lfx_engine.errors import ParameterError
 from lfx_engine.example_importance import (
-    cosine_scores,
-    dknn_scores,
-    encode,
-    gradient_similarity_scores,
     HESSIANS,
-    influence_scores,
     resolve_hessian,
     l1_per_example,
     mse_per_example,
-    simplex_scores,
-    tracin_scores,
 )
+from lfx_engine.example_importance.dispatch import score_matrix
 from lfx_engine.experiments.common import (
     ExperimentResult,
     LogFn,
@@ -113,32 +106,23 @@ def explainer_scores(result: ExperimentResult | None, hub: ModelHub, name: str, 
             params["recursion_depth"], n_gradient_rows=len(train) + len(test), max_memory_mb=max_memory_mb)
 
     def compute() -> dict[str, np.ndarray]:
-        model = copy.deepcopy(hub.load(name)).eval()
-        if explainer in ("dknn", "cosine", "simplex"):
-            h_train = encode(model.encoder, train.x, device=device)
-            h_test = encode(model.encoder, test.x, device=device)
-            if explainer == "dknn":
-                return {"scores": dknn_scores(h_test, h_train, device=device).numpy()}
-            if explainer == "cosine":
-                return {"scores": cosine_scores(h_test, h_train, device=device).numpy()}
-            weights, residuals = simplex_scores(h_test, h_train, steps=params["steps"], lr=params["lr"],
-                                                device=device, progress=progress)
-            return {"scores": weights.numpy(), "residuals": residuals.numpy(),
-                    "latent_norms": h_test.norm(dim=1).numpy()}
-        if explainer in GRADIENT_BASELINES:
-            return {"scores": gradient_similarity_scores(model, train.x, test.x, GRADIENT_BASELINES[explainer],
-                                                         loss_fn=loss_fn, device=device, progress=progress,
-                                                         max_memory_mb=max_memory_mb).numpy()}
-        if explainer == "tracin":
-            states = [state for _, state, _ in hub.tracin_states(name)]
-            return {"scores": tracin_scores(model, states, train.x, test.x, loss_fn=loss_fn, device=device,
-                                            progress=progress, max_memory_mb=max_memory_mb).numpy()}
-        hessian = parts["hessian_resolved"]
-        return {"hessian": np.array(hessian), "scores": influence_scores(
-            model, train.x, test.x, loss_fn=loss_fn, damp=params["damp"], scale=params["scale"],
-            recursion_depth=params["recursion_depth"], minibatch_size=params["minibatch_size"], seed=params["seed"],
-            n_train_for_scaling=len(train), hessian=hessian, device=device, progress=progress,
-            max_memory_mb=max_memory_mb).numpy()}
+        settings: dict[str, Any] = {}
+        checkpoints: list[Any] = []
+        if explainer == "simplex":
+            settings = {"steps": params["steps"], "lr": params["lr"]}
+        elif explainer in ("tracin", *GRADIENT_BASELINES):
+            settings = {"max_memory_mb": max_memory_mb}
+            checkpoints = [state for _, state, _ in hub.tracin_states(name)] if explainer == "tracin" else []
+        elif explainer == "influence":
+            settings = {key: params[key] for key in ("damp", "scale", "recursion_depth", "minibatch_size", "seed")}
+            settings.update(n_train_for_scaling=len(train), hessian=parts["hessian_resolved"],
+                            max_memory_mb=max_memory_mb)
+        arrays = score_matrix(explainer, hub.load(name), train.x, test.x, loss_fn=loss_fn, checkpoints=checkpoints,
+                              params=settings, device=device, progress=progress)
+        out = {key: value.numpy() for key, value in arrays.items()}
+        if explainer == "influence":
+            out["hessian"] = np.array(parts["hessian_resolved"])
+        return out
 
     return cached_arrays(result, "exp_example_scores", parts, compute, use_cache)
 

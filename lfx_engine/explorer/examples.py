@@ -1,7 +1,6 @@
 """Example importance of the explorer (METHOD §7.2): subsets, score rows and matrices, rankings, similarity rates."""
 from __future__ import annotations
 
-import copy
 from typing import Any, Sequence
 
 import numpy as np
@@ -18,16 +17,11 @@ from lfx_engine.data import (
 from lfx_engine.errors import ParameterError
 from lfx_engine.example_importance import (
     HESSIANS,
-    cosine_scores,
-    dknn_scores,
-    encode,
     example_roles,
-    influence_scores,
     mse_per_example,
-    simplex_scores,
-    tracin_scores,
 )
 from lfx_engine.example_importance import index as example_index
+from lfx_engine.example_importance.dispatch import score_matrix
 from lfx_engine.example_importance.streaming import DEFAULT_MEMORY_MB
 from lfx_engine.explorer._core import (
     EXAMPLE_METHODS,
@@ -110,28 +104,16 @@ class ExampleViews(ExplorerCore):
     def _score(self, name: str, model: nn.Module, method: str, x_train: torch.Tensor, x_test: torch.Tensor,
                progress: Progress, params: dict[str, Any] | None = None) -> torch.Tensor:
         params = dict(params or {})
-        if method in ("dknn", "cosine", "simplex"):
-            h_train = encode(model.encoder, x_train, device=self.device)
-            h_test = encode(model.encoder, x_test, device=self.device)
-            if method == "dknn":
-                return dknn_scores(h_test, h_train)
-            if method == "cosine":
-                return cosine_scores(h_test, h_train)
-            return simplex_scores(h_test, h_train, device=self.device, progress=progress, **params)[0]
         entry = self.entry(name)
-        loss_fn = entry.loss_fn
-        problem = self.example_method_problem(name, method)
-        if problem or getattr(model, "decoder", None) is None or loss_fn is None:
-            raise ParameterError(problem or f"{method} needs the model's pretext loss; {name} has no decoder")
-        if method == "tracin":
-            states = entry.tracin_loader() if entry.tracin_loader is not None else []
-            # TracIn loads each checkpoint into the model it is given: use a private copy so the shared,
-            # cached model other sessions are explaining is never touched
-            return tracin_scores(copy.deepcopy(model), states, x_train, x_test, loss_fn=loss_fn,
-                                 device=self.device, progress=progress, **params)
-        batch = int(params.pop("minibatch_size", 20 if entry.dataset == "ecg5000" else 300))
-        return influence_scores(model, x_train, x_test, loss_fn=loss_fn, minibatch_size=min(batch, len(x_train)),
-                                device=self.device, progress=progress, **params)
+        if method in ("tracin", "influence"):
+            problem = self.example_method_problem(name, method)
+            if problem or getattr(model, "decoder", None) is None or entry.loss_fn is None:
+                raise ParameterError(problem or f"{method} needs the model's pretext loss; {name} has no decoder")
+        if method == "influence":
+            params.setdefault("minibatch_size", 20 if entry.dataset == "ecg5000" else 300)
+        return score_matrix(method, model, x_train, x_test, loss_fn=entry.loss_fn or mse_per_example,
+                            checkpoints=self._checkpoints(name, method), params=params, device=self.device,
+                            progress=progress)["scores"]
 
     def similarity_curves(self, name: str, methods: Sequence[str], n: int = 1000,
                           progress: Progress = None,
