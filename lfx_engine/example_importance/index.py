@@ -292,12 +292,12 @@ class ExampleIndex:
         with eval_on(model, dev, restore_weights=True):
             for c, (state, factor) in enumerate(zip(states, factors)):
                 model.load_state_dict(state)
-                train = _loaded(self.arrays, c, dev)
+                train, scale = _loaded(self.arrays, c, dev)
                 if self.method == "influence":
                     test = self._solved_test_features(model, fmap, x, dev)
                 else:
                     test = fmap.rows(model, x, self.loss_fn, 64, dev)
-                block = factor * (test.float() @ train.T)
+                block = (factor * scale) * (test.float() @ train.T)
                 if self.method == "grad_cos":
                     norms = torch.from_numpy(self.arrays["norms_0"]).to(dev)
                     block = block / (test.norm(dim=1)[:, None] * norms[None, :]).clamp_min(1e-12)
@@ -336,12 +336,13 @@ def _stored(features: torch.Tensor, c: int, quantise: bool) -> dict[str, np.ndar
     return {f"features_{c}": (features / scale).half().numpy(), f"scale_{c}": np.float32(scale)}
 
 
-def _loaded(arrays: Mapping[str, np.ndarray], c: int, device: torch.device) -> torch.Tensor:
-    """Checkpoint ``c``'s training features as float32 on ``device`` (undoing :func:`_stored`)."""
+def _loaded(arrays: Mapping[str, np.ndarray], c: int, device: torch.device) -> tuple[torch.Tensor, float]:
+    """Checkpoint ``c``'s training features as float32 on ``device`` and the scale that undoes :func:`_stored`.
+
+    The scale is returned, not applied: multiplying the one test row by it is cheaper than the whole split.
+    """
     features = torch.from_numpy(np.asarray(arrays[f"features_{c}"])).to(device).float()
-    if f"scale_{c}" in arrays:
-        features = features * float(arrays[f"scale_{c}"])
-    return features
+    return features, float(arrays[f"scale_{c}"]) if f"scale_{c}" in arrays else 1.0
 
 
 def _feature_map(model: nn.Module, probe: torch.Tensor, params: Mapping[str, Any]) -> GradientFeatureMap:
