@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "lfx_engine.experiments.cli",
     "lfx_engine.project.cli",
     "lfx_engine.cache_cli",
+    "lfx_engine.precompute.cli",
 )
 
 
