@@ -94,8 +94,9 @@ def test_example_tiles_add_up_to_the_full_index_and_feed_every_sink(tmp_path) ->
     # each tile quantises its own block to float16 (its own scale): equal to float16 precision
     np.testing.assert_allclose(dense, whole, rtol=2e-2, atol=2e-3 * np.abs(whole).max())
     top = precompute(job, LocalExecutor(), sink="topk", k=4).arrays
-    assert np.array_equal(np.sort(top["top_indices"], axis=1),
+    assert np.array_equal(np.sort(top["top_indices"], axis=1),  # merged over the three training blocks
                           np.sort(np.argsort(-dense, axis=1, kind="stable")[:, :4], axis=1))
+    assert np.allclose(top["bottom_scores"], np.sort(dense, axis=1)[:, :4])
     shards = precompute(job, LocalExecutor(), sink="shards", out=tmp_path / "run").shards
     assert len(shards) == 3 and np.array_equal(ix.read_shards(shards), dense)
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["tiles"] == len(plan(job))

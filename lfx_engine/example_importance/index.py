@@ -80,12 +80,17 @@ class TopKSink:
     def write(self, start: int, block: torch.Tensor) -> None:
         k = min(self.k, block.shape[1])
         top = block.topk(k, dim=1)
-        self._rows["top"].append((start, top.values.cpu().numpy()))
-        self._rows["top_idx"].append((start, top.indices.cpu().numpy()))
-        if self.bottom:
-            low = block.topk(k, dim=1, largest=False)
-            self._rows["bot"].append((start, low.values.cpu().numpy()))
-            self._rows["bot_idx"].append((start, low.indices.cpu().numpy()))
+        low = block.topk(k, dim=1, largest=False) if self.bottom else None
+        self.add(start, top.values, top.indices, *((low.values, low.indices) if low is not None else (None, None)))
+
+    def add(self, start: int, top_values: torch.Tensor, top_indices: torch.Tensor,
+            bottom_values: torch.Tensor | None = None, bottom_indices: torch.Tensor | None = None) -> None:
+        """Rows already reduced elsewhere (e.g. merged over training blocks): their top (and bottom) k."""
+        self._rows["top"].append((start, top_values.cpu().numpy()))
+        self._rows["top_idx"].append((start, top_indices.cpu().numpy()))
+        if self.bottom and bottom_values is not None and bottom_indices is not None:
+            self._rows["bot"].append((start, bottom_values.cpu().numpy()))
+            self._rows["bot_idx"].append((start, bottom_indices.cpu().numpy()))
 
     def result(self) -> dict[str, np.ndarray]:
         out = {}

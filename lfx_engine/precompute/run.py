@@ -49,40 +49,98 @@ def precompute(job: Job, executor: Executor, sink: str = "dense", k: int = 10, o
     result = Result(job)
     start = time.perf_counter()
     parts: dict[str, list[np.ndarray]] = {}
-    sink_obj: Any = None
-    if job.what == "examples":
-        sink_obj = {"dense": lambda: DenseSink(n_test, n_train), "topk": lambda: TopKSink(n_test, k, bottom=True),
-                    "shards": lambda: ShardSink(Path(out) / "shards")}[sink]()  # type: ignore[arg-type]
-    block: torch.Tensor | None = None
-    block_start = -1
+    reducer = _ExampleReducer(n_test, n_train, n_checkpoints=sizes(job)[2], sink=sink, k=k, out=out) \
+        if job.what == "examples" else None
     for done, (tile, arrays, seconds) in enumerate(executor.map(job, tiles), start=1):
         result.tile_seconds.append(seconds)
-        if job.what != "examples":
+        if reducer is not None:
+            reducer.add(tile, np.array(arrays["scores"]))  # a writable copy (Ray returns read-only arrays)
+        else:
             for key, value in arrays.items():
                 parts.setdefault(key, []).append(value)
-        else:
-            if tile.test_start != block_start:  # tiles come test block by test block
-                if block is not None:
-                    sink_obj.write(block_start, block)
-                block = torch.zeros(tile.test_stop - tile.test_start, n_train)
-                block_start = tile.test_start
-            block[:, tile.train_start:tile.train_stop] += torch.from_numpy(np.array(arrays["scores"]))  # a writable copy
         if progress:
             progress(done, len(tiles))
-    if block is not None:
-        sink_obj.write(block_start, block)
-    if job.what == "examples":
-        found = sink_obj.result()
-        if sink == "shards":
-            result.shards = list(found)
-        else:
-            result.arrays = {"scores": found} if sink == "dense" else dict(found)
+    if reducer is not None:
+        result.arrays, result.shards = reducer.finish()
     else:
         result.arrays = {key: np.concatenate(values) for key, values in parts.items()}
     result.wall_seconds = time.perf_counter() - start
     if out is not None:
         _write(result, Path(out))
     return result
+
+
+class _ExampleReducer:
+    """Adds the checkpoint tiles of each (test block, train block) and passes finished blocks to the sink.
+
+    Memory stays at one ``test block × train block`` sum per block in progress, plus what the sink keeps: the
+    whole matrix (dense), each test block's full rows until its last train block (shards), or a running top and
+    bottom ``k`` per test row, merged block by block (topk), which is what lets the training side grow without
+    bound.
+    """
+
+    def __init__(self, n_test: int, n_train: int, n_checkpoints: int, sink: str, k: int, out: Path | None) -> None:
+        self.n_train, self.n_checkpoints, self.sink, self.k = n_train, n_checkpoints, sink, k
+        self.sums: dict[tuple[int, int], tuple[torch.Tensor, int]] = {}
+        self.rows: dict[int, torch.Tensor] = {}
+        self.done_columns: dict[int, int] = {}
+        self.dense = DenseSink(n_test, n_train) if sink == "dense" else None
+        self.top = TopKSink(n_test, k, bottom=True) if sink == "topk" else None
+        self.running: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self.shards = ShardSink(Path(out) / "shards") if sink == "shards" and out is not None else None
+
+    def add(self, tile: Any, scores: np.ndarray) -> None:
+        key = (tile.test_start, tile.train_start)
+        total, count = self.sums.get(key, (torch.zeros(scores.shape), 0))
+        total += torch.from_numpy(scores)
+        if count + 1 < self.n_checkpoints:
+            self.sums[key] = (total, count + 1)
+            return
+        self.sums.pop(key, None)
+        self._block_done(tile, total)
+
+    def _block_done(self, tile: Any, block: torch.Tensor) -> None:
+        t0, r0 = tile.test_start, tile.train_start
+        if self.dense is not None:
+            self.dense.scores[t0:tile.test_stop, r0:tile.train_stop] = block.numpy()
+            return
+        if self.shards is not None:
+            rows = self.rows.setdefault(t0, torch.zeros(tile.test_stop - t0, self.n_train))
+            rows[:, r0:tile.train_stop] = block
+        else:
+            self._merge(t0, r0, block)
+        self.done_columns[t0] = self.done_columns.get(t0, 0) + (tile.train_stop - r0)
+        if self.done_columns[t0] == self.n_train:  # the test block's last train block
+            if self.shards is not None:
+                self.shards.write(t0, self.rows.pop(t0))
+            else:
+                assert self.top is not None
+                self.top.add(t0, *self.running.pop(t0))
+
+    def _merge(self, t0: int, r0: int, block: torch.Tensor) -> None:
+        """Fold one block's columns into test block ``t0``'s running top and bottom k."""
+        k = min(self.k, block.shape[1])
+        hi = block.topk(k, dim=1)
+        lo = block.topk(k, dim=1, largest=False)
+        found = (hi.values, hi.indices + r0, lo.values, lo.indices + r0)
+        if t0 in self.running:
+            old = self.running[t0]
+            values = torch.cat([old[0], found[0]], dim=1)
+            index = torch.cat([old[1], found[1]], dim=1)
+            best = values.topk(min(self.k, values.shape[1]), dim=1)
+            low_values = torch.cat([old[2], found[2]], dim=1)
+            low_index = torch.cat([old[3], found[3]], dim=1)
+            worst = low_values.topk(min(self.k, low_values.shape[1]), dim=1, largest=False)
+            found = (best.values, index.gather(1, best.indices), worst.values, low_index.gather(1, worst.indices))
+        self.running[t0] = found
+
+    def finish(self) -> tuple[dict[str, np.ndarray], list[Path]]:
+        if self.dense is not None:
+            return {"scores": self.dense.result()}, []
+        if self.shards is not None:
+            return {}, self.shards.result()
+        assert self.top is not None
+        return dict(self.top.result()), []
 
 
 def _write(result: Result, out: Path) -> None:
