@@ -49,7 +49,7 @@ def agreement(explorer, name: str, method: str, n_train: int, n_test: int) -> di
     x_train = explorer.train_data(name)[0][:n_train]
     x_test = explorer.test_data(name)[0][:n_test]
     model = explorer.model(name)
-    checkpoints = explorer._checkpoints(name, method)
+    checkpoints = explorer.method_checkpoints(name, method)
     common = dict(loss_fn=entry.loss_fn, checkpoints=checkpoints, device=explorer.device)
     exact = ix.fit(method, model, x_train, params={**params, "projection_dim": None}, **common).score(x_test)
     projected = ix.fit(method, model, x_train, params=params, **common).score(x_test)
@@ -83,6 +83,27 @@ def faiss_side_by_side(explorer, name: str, samples: list[int]) -> dict[str, flo
         theirs.append(time.perf_counter() - start)
         same.append(len(set(found[0]) & set(ranking["train_index"][:10])) / 10)
     return {"ours": statistics.median(ours), "faiss": statistics.median(theirs), "top10": float(np.mean(same))}
+
+
+def tile_throughput(name: str) -> list[dict[str, float | str]]:
+    """Seconds of one default-size tile of each kind of ``lfx precompute`` (local executor, this machine)."""
+    from lfx_engine.precompute import Job, LocalExecutor, plan
+
+    jobs = [("attributions", "integrated_gradients", Job(name, "attributions", ("integrated_gradients",),
+                                                        n_test=256, test_block=256)),
+            ("masking", "integrated_gradients", Job(name, "masking", ("integrated_gradients",), n_test=256,
+                                                    test_block=256)),
+            ("examples", "tracin (one checkpoint)", Job(name, "examples", ("tracin",), n_test=256, n_train=8192,
+                                                       test_block=256, train_block=8192))]
+    rows = []
+    for what, method, job in jobs:
+        tile = plan(job)[0]
+        _, _, seconds = next(iter(LocalExecutor().map(job, [tile])))
+        rows.append({"what": what, "method": method, "tile": f"{tile.test_stop - tile.test_start} test"
+                     + (f" × {tile.train_stop - tile.train_start} train" if what == "examples" else ""),
+                     "seconds": seconds})
+        print(f"tile {what}/{method}: {seconds:.2f} s", flush=True)
+    return rows
 
 
 def main() -> None:
@@ -131,6 +152,7 @@ def main() -> None:
                 agree[method] = agreement(explorer, name, method, args.agree_n, 20)
                 print(f"  projected vs exact at {args.agree_n}: {agree[method]}", flush=True)
         versus = faiss_side_by_side(explorer, name, samples) if "dknn" in args.methods else None
+        tiles = tile_throughput(name)
     finally:
         shutil.rmtree(cache_dir, ignore_errors=True)
 
@@ -163,6 +185,12 @@ def main() -> None:
                   f"| {versus['ours'] * 1000:.1f} ms | {versus['faiss'] * 1000:.1f} ms | {versus['top10']:.2f} |",
                   "", "Ours includes encoding the test input and building the ranking table (labels, roles); "
                   "faiss's includes the same encoding."]
+    lines += ["", "## One tile of `lfx precompute` (local executor, default tile sizes)", "",
+              "| what | method | tile | seconds | rows per second |", "|---|---|---|---|---|"]
+    for row in tiles:
+        rows_per_s = 256 / float(row["seconds"])
+        lines.append(f"| {row['what']} | {row['method']} | {row['tile']} | {float(row['seconds']):.2f} s "
+                     f"| {rows_per_s:,.0f} test rows/s |")
     lines.append("")
     Path(args.out).write_text("\n".join(lines))
     print(f"wrote {args.out}")

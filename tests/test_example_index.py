@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 from torch import nn
-from test_example_importance import LSTMAE, conv_model
+from test_example_importance import LSTMAE, _one_thread, conv_model  # noqa: F401 - the autouse fixture too
 
 from lfx_engine.errors import ParameterError
 from lfx_engine.example_importance import (
@@ -22,14 +22,6 @@ from lfx_engine.example_importance import (
     tracin_scores,
 )
 from lfx_engine.example_importance import index as ix
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class WideAE(nn.Module):

@@ -89,7 +89,7 @@ def test_example_tiles_add_up_to_the_full_index_and_feed_every_sink(tmp_path) ->
     dense = precompute(job, LocalExecutor(), sink="dense").arrays["scores"]
     explorer = Explorer(device="cpu")
     fitted = ix.fit("tracin", explorer.model(MODEL), explorer.train_data(MODEL)[0][:150],
-                    checkpoints=explorer._checkpoints(MODEL, "tracin"), params=explorer.index_params(MODEL, "tracin"))
+                    checkpoints=explorer.method_checkpoints(MODEL, "tracin"), params=explorer.index_params(MODEL, "tracin"))
     whole = fitted.score(explorer.test_data(MODEL)[0][:12])
     # each tile quantises its own block to float16 (its own scale): equal to float16 precision
     np.testing.assert_allclose(dense, whole, rtol=2e-2, atol=2e-3 * np.abs(whole).max())

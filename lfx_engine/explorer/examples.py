@@ -112,7 +112,7 @@ class ExampleViews(ExplorerCore):
         if method == "influence":
             params.setdefault("minibatch_size", 20 if entry.dataset == "ecg5000" else 300)
         return score_matrix(method, model, x_train, x_test, loss_fn=entry.loss_fn or mse_per_example,
-                            checkpoints=self._checkpoints(name, method), params=params, device=self.device,
+                            checkpoints=self.method_checkpoints(name, method), params=params, device=self.device,
                             progress=progress)["scores"]
 
     def similarity_curves(self, name: str, methods: Sequence[str], n: int = 1000,
@@ -311,7 +311,7 @@ class ExampleViews(ExplorerCore):
             def fit() -> dict[str, np.ndarray]:
                 x_train = self.train_data(name)[0]
                 fitted = example_index.fit(method, model, x_train, loss_fn=entry.loss_fn or mse_per_example,
-                                           checkpoints=self._checkpoints(name, method), params=params,
+                                           checkpoints=self.method_checkpoints(name, method), params=params,
                                            device=self.device, progress=progress)
                 return fitted.arrays
 
@@ -322,10 +322,11 @@ class ExampleViews(ExplorerCore):
         entry = self.entry(name)
         return example_index.from_arrays(
             method, self.model(name), arrays, params=params, loss_fn=entry.loss_fn or mse_per_example,
-            checkpoints=self._checkpoints(name, method),
+            checkpoints=self.method_checkpoints(name, method),
             hessian_data=self.train_data(name)[0] if method == "influence" else None, device=self.device)
 
-    def _checkpoints(self, name: str, method: str) -> list[Any]:
+    def method_checkpoints(self, name: str, method: str) -> list[Any]:
+        """The weights a method differentiates at besides the final ones: TracIn's saved checkpoints (else none)."""
         entry = self.entry(name)
         if method != "tracin" or entry.tracin_loader is None:
             return []

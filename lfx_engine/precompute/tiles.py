@@ -91,7 +91,7 @@ def sizes(job: Job) -> tuple[int, int, int]:
     n_train = min(n_train, job.n_train or n_train)
     n_ckpt = 1
     if job.what == "examples" and job.methods == ("tracin",):
-        n_ckpt = len(ex._checkpoints(job.model, "tracin"))
+        n_ckpt = len(ex.method_checkpoints(job.model, "tracin"))
     return n_test, n_train, n_ckpt
 
 
@@ -151,7 +151,7 @@ def _examples(ex: Any, job: Job, x_test: torch.Tensor, tile: Tile) -> dict[str, 
     if problem:
         raise ParameterError(problem)
     params = ex.index_params(job.model, method, job.params)
-    checkpoints = ex._checkpoints(job.model, method)
+    checkpoints = ex.method_checkpoints(job.model, method)
     if method == "tracin":  # one checkpoint per tile: the reducer sums them
         checkpoints = [checkpoints[tile.checkpoint]]
     x_train = ex.train_data(job.model)[0][tile.train_start:tile.train_stop]
