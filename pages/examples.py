@@ -166,12 +166,14 @@ def show_examples(method: str, ranking: pd.DataFrame, searched: str, stem_part: 
     else:
         m1.metric("Labels", "none", help="Unlabelled data: class agreement cannot be counted.")
     m3.metric("Top score", f"{float(top['score'].iloc[0]):.4g}")
-    counts = ranking["role"].value_counts()
+    # roles over every ranked example (the full split's ranking holds only its top and bottom rows)
+    counts = ranking.attrs.get("role_counts") or ranking["role"].value_counts().to_dict()
+    total = ranking.attrs.get("n_ranked", len(ranking))
     if method in SIGNED_METHODS:
-        m4.metric("Opponents", f"{int(counts.get('opponent', 0))}/{len(ranking)}",
+        m4.metric("Opponents", f"{int(counts.get('opponent', 0)):,}/{total:,}",
                   help="Training examples with a negative score: training on them raised this input's loss.")
     elif method == "simplex":
-        m4.metric("Used by SimplEx", f"{int(counts.get('used', 0))}/{len(ranking)}",
+        m4.metric("Used by SimplEx", f"{int(counts.get('used', 0)):,}/{total:,}",
                   help="Examples with a weight of at least 1/1000 of the largest; the others are ≈ 0.")
     tiles, sections = [], []
     for heading, part in ((f"Top {k}: most important", top), (bottom_heading(method, bottom), bottom)):

@@ -338,25 +338,29 @@ class ExampleViews(ExplorerCore):
 
         None when the index is not fitted yet (see :meth:`example_index`). Columns as
         :meth:`example_ranking` (``position`` is the training-split index here), plus ``part`` (top / bottom).
+        ``frame.attrs["role_counts"]`` counts the roles over **all** training examples (one dense row is cheap),
+        and ``frame.attrs["n_ranked"]`` is their number.
         """
         fitted = self.example_index(name, method, params, compute=False)
         if fitted is None:
             return None
         index = self._check_index(name, index)
         x = self.test_data(name)[0][index:index + 1]
-        found = fitted.score(x, example_index.TopKSink(1, k, bottom=True))
-        idx = np.concatenate([found["top_indices"][0], found["bottom_indices"][0][::-1]])
-        scores = np.concatenate([found["top_scores"][0], found["bottom_scores"][0][::-1]]).astype(np.float64)
-        n_train = fitted.n_train
+        row = np.asarray(fitted.score(x)[0], dtype=np.float64)
+        order = np.argsort(-row, kind="stable")
+        n_train = len(row)
+        top = min(k, n_train)
+        idx = np.concatenate([order[:top], order[max(top, n_train - k):]])
+        roles = example_roles(method, row)
         y_train = self.train_data(name)[1].numpy()
         dataset = self.choice(name).dataset
         labels = y_train[idx]
-        top = min(k, n_train)
         ranks = np.concatenate([np.arange(1, top + 1), np.arange(n_train - len(idx) + top + 1, n_train + 1)])
-        frame = pd.DataFrame({"rank": ranks, "position": idx, "train_index": idx, "score": scores, "label": labels,
+        frame = pd.DataFrame({"rank": ranks, "position": idx, "train_index": idx, "score": row[idx], "label": labels,
                               "class": [self.label_name(dataset, int(c)) for c in labels],
-                              "part": ["top"] * top + ["bottom"] * (len(idx) - top)})
-        frame["role"] = example_roles(method, scores)
+                              "part": ["top"] * top + ["bottom"] * (len(idx) - top), "role": roles[idx]})
+        frame.attrs["role_counts"] = {str(r): int(c) for r, c in zip(*np.unique(roles, return_counts=True))}
+        frame.attrs["n_ranked"] = n_train
         return frame
 
     def example_ranking(self, name: str, scores: np.ndarray, n: int = 1000, method: str | None = None) -> pd.DataFrame:
