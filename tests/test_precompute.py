@@ -1,6 +1,7 @@
 """``lfx precompute``: tiles, sinks, and the Ray executor's results equal to the local executor's.
 
-A local Ray cluster (``ray.init(num_cpus=2)``) runs the same tiles as this process; every array must be equal.
+A local Ray cluster (``ray.init(num_cpus=2)``) runs the same tiles as this process; every array must be equal
+(floating-point ones to float32 rounding).
 Runs on the tiny real zoo (the real MNIST data, a 2-epoch autoencoder with two TracIn checkpoints).
 """
 from __future__ import annotations
@@ -73,7 +74,14 @@ def test_ray_executor_equals_the_local_executor(what: str, ray_executor) -> None
     remote = precompute(job, ray_executor, sink="dense")
     assert set(local.arrays) == set(remote.arrays) and local.arrays
     for key, value in local.arrays.items():
-        assert np.array_equal(value, remote.arrays[key]), key
+        other = remote.arrays[key]
+        if value.dtype.kind in "fc":
+            # the same seeds and tiles give the same numbers up to float32 rounding: a BLAS kernel can round the
+            # last bit differently in another process (memory alignment picks the code path)
+            np.testing.assert_allclose(other, value, rtol=1e-5, atol=1e-6 * float(np.abs(value).max()),
+                                       err_msg=key)
+        else:
+            assert np.array_equal(value, other), key
     assert len(remote.tile_seconds) == len(plan(job)) and all(s > 0 for s in remote.tile_seconds)
     if what == "attributions":
         assert local.arrays["attr_saliency"].shape == (24, 1, 28, 28)
