@@ -293,16 +293,15 @@ class ExampleIndex:
         assert fmap is not None
         scores = torch.zeros(len(x), self.n_train)
         states = _states(self.method, model, self.checkpoints)
-        factors = self.params.get("lr_factors") or [1.0] * len(states)
         with eval_on(model, dev, restore_weights=True):
-            for c, (state, factor) in enumerate(zip(states, factors)):
+            for c, state in enumerate(states):
                 model.load_state_dict(state)
                 train, scale = _loaded(self.arrays, c, dev)
                 if self.method == "influence":
                     test = self._solved_test_features(model, fmap, x, dev)
                 else:
                     test = fmap.rows(model, x, self.loss_fn, 64, dev)
-                block = (factor * scale) * (test.float() @ train.T)
+                block = scale * (test.float() @ train.T)
                 if self.method == "grad_cos":
                     norms = torch.from_numpy(self.arrays["norms_0"]).to(dev)
                     block = block / (test.norm(dim=1)[:, None] * norms[None, :]).clamp_min(1e-12)
@@ -387,7 +386,7 @@ def fit(method: str, model: nn.Module, x_train: torch.Tensor, *, loss_fn: LossFn
     if method not in INDEX_METHODS:
         raise ParameterError(f"unknown example-importance method {method!r}; choose from {', '.join(INDEX_METHODS)}")
     settings = {**default_params(method), **dict(params or {})}
-    unknown = sorted(set(settings) - set(default_params(method)) - {"lr_factors"})
+    unknown = sorted(set(settings) - set(default_params(method)))
     if unknown:
         raise ParameterError(f"{method} has no setting {', '.join(unknown)}")
     dev = resolve_device(device, model)
