@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -83,10 +82,11 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.address:
         command += ["--server.address", args.address]
     print(f"LFX Explorer on http://{args.address or 'localhost'}:{args.port} (Ctrl-C stops it)", flush=True)
-    try:
-        return subprocess.call(command, env=env, cwd=str(REPO_ROOT))
-    except KeyboardInterrupt:
-        return 0
+    # become the server (no child process): a SIGTERM to `lfx serve` (a service manager, a container stop, a
+    # test's teardown) then stops Streamlit itself instead of leaving it running orphaned
+    os.chdir(REPO_ROOT)
+    os.execve(sys.executable, command, env)
+    return 0  # not reached: execve replaces this process
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -50,6 +51,16 @@ def served(tmp_path_factory):
     yield url, started
     stop_app(proc)
     log.close()
+    # `lfx serve` becomes the server itself: stopping it stops Streamlit, no orphan keeps the port
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).close()
+        except OSError:
+            break
+        time.sleep(0.2)  # polling a server socket
+    else:
+        raise AssertionError("the Streamlit server outlived `lfx serve`")
 
 
 def test_saliency_on_a_user_model(page: Page, served, artifacts) -> None:
