@@ -104,6 +104,8 @@ class ExplorerCore:
         self._subsets: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor, tuple[np.ndarray, np.ndarray]]] = {}
         #: fitted example-importance indices over full training splits (arrays read from the disk cache), by key
         self._indices: dict[str, dict[str, np.ndarray]] = {}
+        #: projection size of a gradient index by (model, weights sha256, method): see ``_projection_for_budget``
+        self._projections: dict[tuple[str, str, str], int] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ discovery

@@ -262,7 +262,16 @@ class ExampleViews(ExplorerCore):
     PROJECTIONS = (1024, 512, 256, 128, 64)
 
     def _projection_for_budget(self, name: str, method: str) -> int:
-        """The largest projection whose stored features (every checkpoint, the full split) fit INDEX_BUDGET_MB."""
+        """The largest projection whose stored features (every checkpoint, the full split) fit INDEX_BUDGET_MB.
+
+        Memoised per weights: every render and ranking asks, and each try builds a feature map with a forward probe.
+        """
+        key = (name, self.entry(name).sha256, method)
+        if key not in self._projections:
+            self._projections[key] = self._fit_projection(name, method)
+        return self._projections[key]
+
+    def _fit_projection(self, name: str, method: str) -> int:
         model = self.model(name)
         x_train = self.train_data(name)[0]
         n_states = max(1, len(self.entry(name).record.get("tracin_checkpoints", []))) if method == "tracin" else 1
