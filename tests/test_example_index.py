@@ -79,7 +79,7 @@ def test_exact_index_equals_the_subset_scores(method: str) -> None:
     if method in ix.GRADIENT_METHODS:
         params["projection_dim"] = None
     if method == "influence":
-        params.update({"minibatch_size": 16, "recursion_depth": 20})
+        params.update({"minibatch_size": 16, "recursion_depth": 20, "hessian": "exact"})
     fitted = ix.fit(method, model, x_train, checkpoints=states, params=params)
     got = torch.from_numpy(fitted.score(x_test, batch_size=2))  # blocks of rows give the same matrix
     ref = _reference(method, model, x_train, x_test, states)
@@ -98,8 +98,11 @@ def test_projected_features_keep_the_ranking(method: str) -> None:
     states = _checkpoints(WideAE()) if method == "tracin" else []
     x_train, x_test = _data(2, n_train=120, n_test=6)
     common = {"minibatch_size": 16, "recursion_depth": 10} if method == "influence" else {}
-    exact = ix.fit(method, model, x_train, checkpoints=states, params={**common, "projection_dim": None})
+    # for IF the reference is the exact Hessian too; the projected index solves Gauss–Newton in feature space
+    gold = {"hessian": "exact"} if method == "influence" else {}
+    exact = ix.fit(method, model, x_train, checkpoints=states, params={**common, **gold, "projection_dim": None})
     projected = ix.fit(method, model, x_train, checkpoints=states, params={**common, "projection_dim": 256})
+    assert ("solve_0" in projected.arrays) == (method == "influence")
     width = projected.arrays["features_0"].shape[1]
     full_width = exact.arrays["features_0"].shape[1]
     assert width < full_width  # the projection is smaller than the exact gradient
@@ -110,6 +113,30 @@ def test_projected_features_keep_the_ranking(method: str) -> None:
     # a different projection seed changes the estimate, not the ranking's quality
     other = ix.fit(method, model, x_train, checkpoints=states, params={**common, "projection_dim": 256, "seed": 7})
     assert not np.allclose(other.score(x_test), b)
+
+
+def test_gauss_newton_index_solves_once_and_equals_the_subset_gauss_newton() -> None:
+    """With exact features the feature-space solve is the subset function's Gauss–Newton LiSSA, number for number;
+    scoring then needs no Hessian data (no recursion per query)."""
+    model = WideAE().eval()
+    x_train, x_test = _data(5)
+    params = {"projection_dim": None, "minibatch_size": 16, "recursion_depth": 20}
+    fitted = ix.fit("influence", model, x_train, params=params)  # "auto": Gauss–Newton applies to decoder∘encoder
+    width = fitted.arrays["features_0"].shape[1]
+    assert fitted.arrays["solve_0"].shape == (width, width) and fitted.hessian_data is None
+    got = torch.from_numpy(fitted.score(x_test))
+    ref = influence_scores(model, x_train, x_test, hessian="gauss_newton", direction="test", minibatch_size=16,
+                           recursion_depth=20)
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
+    again = ix.from_arrays("influence", model, fitted.arrays, params=params)  # no training inputs needed
+    torch.testing.assert_close(torch.from_numpy(again.score(x_test)), got, rtol=1e-5,
+                               atol=1e-6 * float(got.abs().max()))
+    # the exact Hessian is still there on request, and refuses nothing it can run
+    exact = ix.fit("influence", model, x_train, params={**params, "hessian": "exact"})
+    assert "solve_0" not in exact.arrays and exact.hessian_data is not None
+    # wider rows than MAX_SOLVE_WIDTH make "auto" keep the exact recursion
+    assert ix._index_hessian(model, x_train[:4], "auto", ix.MAX_SOLVE_WIDTH + 1) == "exact"
+    assert ix._index_hessian(model, x_train[:4], "auto", width) == "gauss_newton"
 
 
 def test_feature_map_of_full_vectors_matches_the_per_example_rows() -> None:
@@ -163,6 +190,12 @@ def test_bad_settings_and_budget_are_refused() -> None:
         ix.fit("tracin", model, x_train)
     with pytest.raises(ParameterError, match="k must be"):
         ix.TopKSink(3, 0)
+    with pytest.raises(ParameterError, match="hessian must be one of"):
+        ix.fit("influence", model, x_train, params={"hessian": "newton"})
+    lstm = LSTMAE().eval()
+    series = torch.randn(6, 6, 1, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ParameterError, match="hessian='gauss_newton' needs"):
+        ix.fit("influence", lstm, series, loss_fn=l1_per_example, params={"hessian": "gauss_newton"})
 
 
 # ---------------------------------------------------------------------------------------- the explorer's index

@@ -110,6 +110,27 @@ def test_example_tiles_add_up_to_the_full_index_and_feed_every_sink(tmp_path) ->
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["tiles"] == len(plan(job))
 
 
+def test_influence_blocks_share_the_whole_split_solve() -> None:
+    """Every training block of an IF precompute is scored with the one Gauss–Newton solve of the whole split."""
+    from lfx_engine.explorer import Explorer
+
+    params = {"recursion_depth": 3, "minibatch_size": 20, "projection_dim": 64}
+    job = Job(MODEL, "examples", ("influence",), n_test=6, n_train=120, test_block=6, train_block=60, params=params)
+    dense = precompute(job, LocalExecutor(), sink="dense").arrays["scores"]
+    explorer = Explorer(device="cpu")
+    settings = explorer.index_params(MODEL, "influence", params)
+    x_all, x_test = explorer.train_data(MODEL)[0], explorer.test_data(MODEL)[0][:6]
+    model = explorer.model(MODEL)
+    whole = ix.fit("influence", model, x_all[:120], params=settings, hessian_data=x_all)
+    assert whole.arrays["solve_0"].shape[0] == whole.arrays["features_0"].shape[1]
+    expected = whole.score(x_test)
+    np.testing.assert_allclose(dense, expected, rtol=2e-2, atol=2e-3 * np.abs(expected).max())
+    assert np.array_equal(explorer.influence_solve(MODEL, params), whole.arrays["solve_0"])
+    # a block's own Hessian would be another estimate
+    own = ix.fit("influence", model, x_all[:120], params=settings).score(x_test)
+    assert not np.allclose(own, expected, rtol=1e-4, atol=0)
+
+
 def test_cli_writes_the_results_and_refuses_bad_arguments(tmp_path, capsys) -> None:
     out = tmp_path / "attr"
     assert main(["precompute", MODEL, "--what", "attributions", "--methods", "saliency", "--n-test", "12",

@@ -30,10 +30,10 @@ import torch
 from torch import nn
 
 from ..errors import ParameterError
-from ._common import Progress, eval_on, report, resolve_device
+from ._common import Progress, eval_on, has_rnn, report, resolve_device
 from .factored import factorable_linears, factored_grads, factored_names
 from .gradients import LossFn, _grads_on_device, is_encoder_param, mse_per_example, selected_parameters
-from .influence import BatchHessian, _lissa_transposed, draw_minibatches
+from .influence import BatchHessian, _lissa_transposed, draw_minibatches, latent_curvature, latent_mode_applies
 from .latent import cosine_scores, dknn_scores, encode
 from .simplex import simplex_scores
 from .streaming import budget_bytes
@@ -297,7 +297,11 @@ class ExampleIndex:
             for c, state in enumerate(states):
                 model.load_state_dict(state)
                 train, scale = _loaded(self.arrays, c, dev)
-                if self.method == "influence":
+                if self.method == "influence" and "solve_0" in self.arrays:
+                    solve = torch.from_numpy(self.arrays["solve_0"]).to(dev)
+                    n_hessian = int(self.arrays["n_hessian"])  # as the exact path: the Hessian data's size
+                    test = fmap.rows(model, x, self.loss_fn, 64, dev) @ solve / (self.params["scale"] * n_hessian)
+                elif self.method == "influence":
                     test = self._solved_test_features(model, fmap, x, dev)
                 else:
                     test = fmap.rows(model, x, self.loss_fn, 64, dev)
@@ -369,7 +373,8 @@ def default_params(method: str) -> dict[str, Any]:
     if method in GRADIENT_METHODS:
         out: dict[str, Any] = {"projection_dim": 1024, "seed": 0}
         if method == "influence":
-            out.update({"damp": 1e-3, "scale": 1000.0, "recursion_depth": 100, "minibatch_size": 300})
+            out.update({"damp": 1e-3, "scale": 1000.0, "recursion_depth": 100, "minibatch_size": 300,
+                        "hessian": "auto"})
         return out
     return {}
 
@@ -377,33 +382,40 @@ def default_params(method: str) -> dict[str, Any]:
 def fit(method: str, model: nn.Module, x_train: torch.Tensor, *, loss_fn: LossFn = mse_per_example,
         checkpoints: Sequence[Checkpoint] = (), params: Mapping[str, Any] | None = None,
         device: torch.device | str | None = None, batch_size: int = 256, progress: Progress = None,
-        max_memory_mb: float | None = None) -> ExampleIndex:
+        max_memory_mb: float | None = None, hessian_data: torch.Tensor | None = None,
+        solve: np.ndarray | None = None) -> ExampleIndex:
     """Compute ``method``'s training side over ``x_train`` once; :meth:`ExampleIndex.score` does the rest.
 
     ``params`` override :func:`default_params` (``projection_dim=None`` asks for exact gradient features, which
     must fit in ``max_memory_mb``). The model is not changed (gradients are taken on a private copy).
+    Influence Functions estimate their Hessian on ``hessian_data`` (default ``x_train``; a block of a split
+    passes the whole split). With the Gauss–Newton Hessian the recursion is solved here, once
+    (:func:`influence_solve`), unless ``solve`` brings that matrix for the same model, data and settings.
     """
-    if method not in INDEX_METHODS:
-        raise ParameterError(f"unknown example-importance method {method!r}; choose from {', '.join(INDEX_METHODS)}")
-    settings = {**default_params(method), **dict(params or {})}
-    unknown = sorted(set(settings) - set(default_params(method)))
-    if unknown:
-        raise ParameterError(f"{method} has no setting {', '.join(unknown)}")
+    settings = _settings(method, params)
     dev = resolve_device(device, model)
     arrays: dict[str, np.ndarray] = {"n_train": np.int64(len(x_train))}
     if method in LATENT_METHODS:
         arrays["latents"] = encode(model.encoder, x_train, batch_size=batch_size, device=dev,
                                    progress=progress).numpy()
         return ExampleIndex(method, model, arrays, settings, loss_fn, checkpoints, None, device)
+    hessian_inputs = x_train if hessian_data is None else hessian_data
     work = copy.deepcopy(model)
     fmap = _feature_map(work, x_train[:2].to(dev), settings)
     states = _states(method, work, checkpoints)
-    row_bytes = feature_bytes(fmap.width(work), settings["projection_dim"] is not None)
-    if len(states) * len(x_train) * row_bytes > budget_bytes(max_memory_mb):
+    width = fmap.width(work)
+    gauss_newton = method == "influence" and _solves_once(work, x_train[:8], settings["hessian"], width, dev)
+    if gauss_newton and solve is not None and np.shape(solve) != (width, width):
+        raise ParameterError(f"the given solve has shape {np.shape(solve)}, not ({width}, {width}): it belongs to "
+                             "other settings")
+    solve_steps = settings["recursion_depth"] if gauss_newton and solve is None else 0
+    needed = len(states) * len(x_train) * feature_bytes(width, settings["projection_dim"] is not None) \
+        + (3 * 4 * width * width if solve_steps else 0)
+    if needed > budget_bytes(max_memory_mb):
         raise ParameterError(
-            f"{method}'s training features need {len(states) * len(x_train) * row_bytes / 2**20:.0f} MB, over the "
+            f"{method}'s training features need {needed / 2**20:.0f} MB, over the "
             f"memory budget of {budget_bytes(max_memory_mb) / 2**20:.0f} MB: set a smaller projection_dim")
-    total = len(states) * len(x_train)
+    total = len(states) * len(x_train) + solve_steps
     with eval_on(work, dev, restore_weights=True):
         for c, state in enumerate(states):
             work.load_state_dict(state)
@@ -416,8 +428,120 @@ def fit(method: str, model: nn.Module, x_train: torch.Tensor, *, loss_fn: LossFn
             if method == "grad_cos":
                 arrays[f"norms_{c}"] = features.norm(dim=1).numpy()
             arrays.update(_stored(features, c, quantise=settings["projection_dim"] is not None))
-    hessian_data = x_train if method == "influence" else None
-    return ExampleIndex(method, model, arrays, settings, loss_fn, checkpoints, hessian_data, device)
+        if solve_steps:
+            def step(done: int, _: int) -> None:
+                report(progress, len(x_train) + done, total)
+            solve = projected_solve(work, fmap, hessian_inputs, loss_fn, settings, dev, step).cpu().numpy()
+    if gauss_newton:
+        arrays["solve_0"] = np.asarray(solve, dtype=np.float32)
+        arrays["n_hessian"] = np.int64(len(hessian_inputs))
+    kept = hessian_inputs if method == "influence" and not gauss_newton else None
+    return ExampleIndex(method, model, arrays, settings, loss_fn, checkpoints, kept, device)
+
+
+def influence_solve(model: nn.Module, hessian_data: torch.Tensor, *, loss_fn: LossFn = mse_per_example,
+                    params: Mapping[str, Any] | None = None, device: torch.device | str | None = None,
+                    progress: Progress = None) -> np.ndarray | None:
+    """The Gauss–Newton solve :func:`fit` stores for Influence Functions with these settings, computed alone.
+
+    ``None`` where the index keeps the exact Hessian instead. Dataset-wide precompute computes it once and hands
+    it to every block's :func:`fit` (``solve=``): the Hessian is the whole split's, whichever block is scored.
+    """
+    settings = _settings("influence", params)
+    dev = resolve_device(device, model)
+    work = copy.deepcopy(model)
+    fmap = _feature_map(work, hessian_data[:2].to(dev), settings)
+    width = fmap.width(work)
+    if not _solves_once(work, hessian_data[:8], settings["hessian"], width, dev):
+        return None
+    with eval_on(work, dev):
+        return projected_solve(work, fmap, hessian_data, loss_fn, settings, dev, progress).cpu().numpy()
+
+
+def _settings(method: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """:func:`default_params` overridden by ``params``, every name and choice checked."""
+    if method not in INDEX_METHODS:
+        raise ParameterError(f"unknown example-importance method {method!r}; choose from {', '.join(INDEX_METHODS)}")
+    settings = {**default_params(method), **dict(params or {})}
+    unknown = sorted(set(settings) - set(default_params(method)))
+    if unknown:
+        raise ParameterError(f"{method} has no setting {', '.join(unknown)}")
+    if method == "influence" and settings["hessian"] not in INDEX_HESSIANS:
+        raise ParameterError(f"hessian must be one of {', '.join(INDEX_HESSIANS)}, got {settings['hessian']!r}")
+    return settings
+
+
+def _solves_once(model: nn.Module, probe: torch.Tensor, hessian: str, width: int, device: torch.device) -> bool:
+    with eval_on(model, device):
+        return _index_hessian(model, probe.to(device), hessian, width) == "gauss_newton"
+
+
+#: Hessians a fitted Influence-Functions index accepts (``params["hessian"]``).
+INDEX_HESSIANS = ("auto", "gauss_newton", "exact")
+#: Widest feature row whose ``(w, w)`` Gauss–Newton solve ``hessian="auto"`` fits (each of its
+#: ``recursion_depth`` steps costs about ``4·minibatch·latent_dim·w²`` multiply-adds).
+MAX_SOLVE_WIDTH = 4096
+
+
+def _index_hessian(model: nn.Module, probe: torch.Tensor, hessian: str, width: int) -> str:
+    """``"gauss_newton"`` (solved once, in feature space) where asked or where ``"auto"`` finds it applies.
+
+    It applies to ``decoder∘encoder`` models without recurrent layers whose feature rows are at most
+    :data:`MAX_SOLVE_WIDTH` wide (projected features; exact ones of a small encoder). Otherwise each query runs
+    the exact recursion.
+    """
+    params = selected_parameters(model, is_encoder_param)
+    applies = latent_mode_applies(model, params, probe)
+    if hessian == "gauss_newton" and not applies:
+        raise ParameterError("hessian='gauss_newton' needs model(x) == model.decoder(model.encoder(x)) and "
+                             "encoder-only parameters; use hessian='exact'")
+    if hessian == "auto":  # recurrent encoders' per-example Jacobian rows are a slow loop (as in the subset path)
+        return "gauss_newton" if applies and width <= MAX_SOLVE_WIDTH and not has_rnn(model) else "exact"
+    return hessian
+
+
+class _Latent(nn.Module):
+    """``x ↦ encoder(x)`` under the model's own parameter names (``encoder.*``): the latent's Jacobian rows."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+
+def projected_solve(model: nn.Module, fmap: GradientFeatureMap, x_train: torch.Tensor, loss_fn: LossFn,
+                    params: Mapping[str, Any], device: torch.device, progress: Progress = None) -> torch.Tensor:
+    """The transposed LiSSA recursion of the encoder-Gauss–Newton Hessian, in feature space: ``(w, w)``.
+
+    The same minibatches, damping and scaling as the exact estimator; each minibatch's Hessian is
+    ``Σ_i w_i R_iᵀ K_i R_i``, with ``R_i`` the feature rows of the latent's Jacobian (one per latent unit) and
+    ``K_i`` the loss's Hessian in the latent (:func:`.latent_curvature`). A test gradient's solved features are
+    then ``φ(g) @ solve / (scale · len(x_train))``: one product per query instead of ``recursion_depth`` HVP passes.
+    Applying the recursion to the projected Hessian instead of projecting the solved vector is an
+    approximation (the projection does not commute with ``H``); ``bench/bench_scale.py`` reports its agreement.
+    """
+    latent = _Latent(model.encoder)
+    batches = draw_minibatches(len(x_train), min(params["minibatch_size"], len(x_train)),
+                               params["recursion_depth"], params["seed"])
+    width = fmap.width(model)
+    u = torch.eye(width, device=device)
+    acc = u.clone()
+    for t, idx in enumerate(reversed(batches)):
+        unique, counts = idx.unique(return_counts=True)
+        weights = counts.to(device, torch.float32) / len(idx)
+        xb = x_train[unique].to(device)
+        curvature = latent_curvature(model, xb, loss_fn)[2] * weights[:, None, None]  # (b, d, d)
+        d = curvature.shape[1]
+        rows = torch.stack([fmap.rows(latent, xb, lambda z, _, c=c: z[:, c], 64, device) for c in range(d)],
+                           dim=1).reshape(len(xb) * d, width)  # (b·d, w), example-major
+        ur = (u @ rows.T).reshape(width, len(xb), d)
+        hu = torch.einsum("wbd,bde->wbe", ur, curvature).reshape(width, len(xb) * d) @ rows
+        u.mul_(1.0 - params["damp"]).sub_(hu, alpha=1.0 / params["scale"])
+        acc.add_(u)
+        report(progress, t + 1, len(batches))
+    return acc
 
 
 def from_arrays(method: str, model: nn.Module, arrays: Mapping[str, np.ndarray], *, params: Mapping[str, Any],

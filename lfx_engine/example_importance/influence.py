@@ -55,6 +55,29 @@ def draw_minibatches(n_data: int, minibatch_size: int, depth: int, seed: int = 0
     return [torch.randint(0, n_data, (minibatch_size,), generator=generator) for _ in range(depth)]
 
 
+def latent_curvature(model: nn.Module, data: torch.Tensor, loss_fn: LossFn,
+                     batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Latents ``z₀ = encoder(x)``, latent loss gradients ``c`` and Hessians ``K`` ``(N, d, d)`` of every row.
+
+    The loss is seen as a function of the latent, ``z ↦ loss_fn(decoder(z), x)``: its curvature is what the
+    encoder-Gauss–Newton Hessian ``JᵀKJ`` keeps (see :mod:`.gauss_newton`).
+    """
+    encoder, decoder = model.encoder, model.decoder
+
+    def latent_loss(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return loss_fn(decoder(z.unsqueeze(0)), x.unsqueeze(0)).sum()
+
+    z0, c, k = [], [], []
+    with torch.no_grad():
+        for start in range(0, len(data), batch_size):
+            xb = data[start : start + batch_size]
+            zb = encoder(xb).detach()
+            c.append(vmap(grad(latent_loss))(zb, xb))
+            k.append(vmap(jacrev(jacrev(latent_loss)))(zb, xb))
+            z0.append(zb)
+    return torch.cat(z0), torch.cat(c), torch.cat(k)
+
+
 class BatchHessian:
     """Hessian–vector products of the mean pretext loss over one minibatch, for many vectors.
 
@@ -116,20 +139,7 @@ class BatchHessian:
     # -- latent surrogate -------------------------------------------------
     def _prepare_latent(self, batch_size: int) -> None:
         """Latents ``z₀``, latent loss gradients ``c`` and Hessians ``K`` of all data rows."""
-        encoder, decoder, loss_fn = self.model.encoder, self.model.decoder, self.loss_fn
-
-        def latent_loss(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-            return loss_fn(decoder(z.unsqueeze(0)), x.unsqueeze(0)).sum()
-
-        z0, c, k = [], [], []
-        with torch.no_grad():
-            for start in range(0, len(self.data), batch_size):
-                xb = self.data[start : start + batch_size]
-                zb = encoder(xb).detach()
-                c.append(vmap(grad(latent_loss))(zb, xb))
-                k.append(vmap(jacrev(jacrev(latent_loss)))(zb, xb))
-                z0.append(zb)
-        self.z0, self.c, self.k = torch.cat(z0), torch.cat(c), torch.cat(k)
+        self.z0, self.c, self.k = latent_curvature(self.model, self.data, self.loss_fn, batch_size)
         self.enc_names = [name[len("encoder.") :] for name in self.names]
         self.enc_frozen = {
             name[len("encoder.") :]: p for name, p in self.frozen.items() if name.startswith("encoder.")

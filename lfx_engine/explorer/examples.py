@@ -233,7 +233,8 @@ class ExampleViews(ExplorerCore):
 
     # ------------------------------------------------------------------ the full training split (fit once)
     #: Settings of the page's subset methods that also apply to a fitted index.
-    INDEX_SETTINGS = {"simplex": ("steps", "lr"), "influence": ("damp", "scale", "recursion_depth", "minibatch_size")}
+    INDEX_SETTINGS = {"simplex": ("steps", "lr"),
+                      "influence": ("damp", "scale", "recursion_depth", "minibatch_size", "hessian")}
     #: SimplEx's corpus on the full training split: the nearest training latents of each test input.
     FULL_SIMPLEX_CORPUS = 1000
 
@@ -333,6 +334,25 @@ class ExampleViews(ExplorerCore):
             method, self.model(name), arrays, params=params, loss_fn=entry.loss_fn or mse_per_example,
             checkpoints=self.method_checkpoints(name, method),
             hessian_data=self.train_data(name)[0] if method == "influence" else None, device=self.device)
+
+    def influence_solve(self, name: str, params: dict[str, Any] | None = None,
+                        progress: Progress = None) -> np.ndarray | None:
+        """The Gauss–Newton solve of the model's full-split IF index for these settings, alone (disk-cached).
+
+        Dataset-wide precompute scores the split block by block; every block shares this one solve, so the
+        Hessian is the whole split's. ``None`` where the index keeps the exact Hessian.
+        """
+        params = self.index_params(name, "influence", params)
+        parts = {**self._index_key(name, "influence", params), "part": "solve"}
+        entry = self.entry(name)
+
+        def compute() -> dict[str, np.ndarray]:
+            solve = example_index.influence_solve(self.model(name), self.train_data(name)[0],
+                                                  loss_fn=entry.loss_fn or mse_per_example, params=params,
+                                                  device=self.device, progress=progress)
+            return {} if solve is None else {"solve": solve}
+
+        return cache.cached("example_index", parts, compute).get("solve")
 
     def method_checkpoints(self, name: str, method: str) -> list[Any]:
         """The weights a method differentiates at besides the final ones: TracIn's saved checkpoints (else none)."""

@@ -156,8 +156,10 @@ def _examples(ex: Any, job: Job, x_test: torch.Tensor, tile: Tile) -> dict[str, 
         checkpoints = [checkpoints[tile.checkpoint]]
     x_train = ex.train_data(job.model)[0][tile.train_start:tile.train_stop]
     entry = ex.entry(job.model)
+    # IF: the Hessian is the full training split's, whichever block is scored (its solve is computed once)
+    influence = method == "influence"
     fitted = ix.fit(method, ex.model(job.model), x_train, loss_fn=entry.loss_fn or ix.mse_per_example,
-                    checkpoints=checkpoints, params=params, device=ex.device)
-    if method == "influence":  # the Hessian is the full training split's, whichever block is scored
-        fitted.hessian_data = ex.train_data(job.model)[0]
+                    checkpoints=checkpoints, params=params, device=ex.device,
+                    hessian_data=ex.train_data(job.model)[0] if influence else None,
+                    solve=ex.influence_solve(job.model, job.params) if influence else None)
     return {"scores": fitted.score(x_test)}
