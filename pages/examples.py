@@ -222,9 +222,12 @@ def full_split_tab(method: str, params: dict[str, Any]) -> None:
         ready = explorer.index_cached(name, method, params)
         expensive = method in explorer.EXPENSIVE_SAMPLE_METHODS
         if not ready and expensive:
+            solve = (" and, for Influence Functions with the Gauss–Newton Hessian, the LiSSA recursion solved "
+                     "in that projected space") if method == "influence" else ""
             st.markdown(f"**{title}** over all {n_full:,} training examples: the training side (per-checkpoint "
-                        f"gradients, projected to {settings.get('projection_dim')} dimensions per layer group) is "
-                        "computed once and cached on disk; after that every test input is ranked in seconds.")
+                        f"gradients, projected to {settings.get('projection_dim')} dimensions per layer group"
+                        f"{solve}) is computed once and cached on disk; after that every test input is ranked in "
+                        "seconds.")
             st.button(f"Fit {title} on the full training split", key=f"ex_fit_{method}", type="primary",
                       on_click=request, args=(f"ex_fit_go_{method}",))
         if not ready and (not expensive or st.session_state.pop(f"ex_fit_go_{method}", False)):
@@ -242,9 +245,9 @@ def full_split_tab(method: str, params: dict[str, Any]) -> None:
             ranking, spent = timed(lambda: explorer.index_ranking(name, method, sample, k, params))
         if ranking is None:
             return
+        approximation = ranking.attrs.get("approximation")
         st.caption(f"Ranked against all {n_full:,} training examples in {spent:.2f} s"
-                   + (f" (gradients projected: {settings['projection_dim']} dimensions per layer group)"
-                      if settings.get("projection_dim") else "") + ".")
+                   + (f" ({approximation})" if approximation else "") + ".")
         show_examples(method, ranking, f"full training split ({n_full:,})", "full")
 
 

@@ -134,6 +134,13 @@ def test_gauss_newton_index_solves_once_and_equals_the_subset_gauss_newton() -> 
     # the exact Hessian is still there on request, and refuses nothing it can run
     exact = ix.fit("influence", model, x_train, params={**params, "hessian": "exact"})
     assert "solve_0" not in exact.arrays and exact.hessian_data is not None
+    # the page's caption says what the full-split scores approximate
+    from lfx_engine.explorer.examples import index_approximation
+
+    assert index_approximation(fitted) == "Gauss–Newton Hessian, its recursion solved once in feature space"
+    projected = ix.fit("influence", model, x_train, params={**params, "projection_dim": 64})
+    assert index_approximation(projected).startswith("gradients projected: 64 dimensions per layer group; Gauss")
+    assert index_approximation(exact) == "" and index_approximation(ix.fit("cosine", model, x_train)) == ""
     # wider rows than MAX_SOLVE_WIDTH make "auto" keep the exact recursion
     assert ix._index_hessian(model, x_train[:4], "auto", ix.MAX_SOLVE_WIDTH + 1) == "exact"
     assert ix._index_hessian(model, x_train[:4], "auto", width) == "gauss_newton"

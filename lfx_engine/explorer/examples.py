@@ -368,7 +368,8 @@ class ExampleViews(ExplorerCore):
         None when the index is not fitted yet (see :meth:`example_index`). Columns as
         :meth:`example_ranking` (``position`` is the training-split index here), plus ``part`` (top / bottom).
         ``frame.attrs["role_counts"]`` counts the roles over **all** training examples (one dense row is cheap),
-        and ``frame.attrs["n_ranked"]`` is their number.
+        and ``frame.attrs["n_ranked"]`` is their number; ``frame.attrs["approximation"]`` says what the scores
+        approximate (projected gradients, the Gauss–Newton solve), empty when nothing is.
         """
         fitted = self.example_index(name, method, params, compute=False)
         if fitted is None:
@@ -390,6 +391,7 @@ class ExampleViews(ExplorerCore):
                               "part": ["top"] * top + ["bottom"] * (len(idx) - top), "role": roles[idx]})
         frame.attrs["role_counts"] = {str(r): int(c) for r, c in zip(*np.unique(roles, return_counts=True))}
         frame.attrs["n_ranked"] = n_train
+        frame.attrs["approximation"] = index_approximation(fitted)
         return frame
 
     def example_ranking(self, name: str, scores: np.ndarray, n: int = 1000, method: str | None = None) -> pd.DataFrame:
@@ -414,3 +416,13 @@ class ExampleViews(ExplorerCore):
         if method is not None:
             frame["role"] = example_roles(method, scores[order])
         return frame
+
+
+def index_approximation(fitted: example_index.ExampleIndex) -> str:
+    """What a fitted index's scores approximate, in words for a caption (empty when they are exact)."""
+    parts = []
+    if fitted.params.get("projection_dim"):
+        parts.append(f"gradients projected: {fitted.params['projection_dim']} dimensions per layer group")
+    if "solve_0" in fitted.arrays:
+        parts.append("Gauss–Newton Hessian, its recursion solved once in feature space")
+    return "; ".join(parts)
