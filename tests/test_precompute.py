@@ -67,11 +67,11 @@ def test_plan_covers_every_row_column_and_checkpoint_once() -> None:
         Job(MODEL, "everything", ("dknn",))
 
 
-@pytest.mark.parametrize("what", list(JOBS))
-def test_ray_executor_equals_the_local_executor(what: str, ray_executor) -> None:
+@pytest.mark.parametrize("what, sink", [(what, "dense") for what in JOBS] + [("examples", "topk")])
+def test_ray_executor_equals_the_local_executor(what: str, sink: str, ray_executor) -> None:
     job = JOBS[what]
-    local = precompute(job, LocalExecutor(), sink="dense")
-    remote = precompute(job, ray_executor, sink="dense")
+    local = precompute(job, LocalExecutor(), sink=sink, k=4)
+    remote = precompute(job, ray_executor, sink=sink, k=4)
     assert set(local.arrays) == set(remote.arrays) and local.arrays
     for key, value in local.arrays.items():
         other = remote.arrays[key]
@@ -82,7 +82,7 @@ def test_ray_executor_equals_the_local_executor(what: str, ray_executor) -> None
                                        err_msg=key)
         else:
             assert np.array_equal(value, other), key
-    assert len(remote.tile_seconds) == len(plan(job)) and all(s > 0 for s in remote.tile_seconds)
+    assert len(remote.tile_seconds) == len(plan(remote.job)) and all(s > 0 for s in remote.tile_seconds)
     if what == "attributions":
         assert local.arrays["attr_saliency"].shape == (24, 1, 28, 28)
     if what == "masking":
@@ -101,10 +101,19 @@ def test_example_tiles_add_up_to_the_full_index_and_feed_every_sink(tmp_path) ->
     whole = fitted.score(explorer.test_data(MODEL)[0][:12])
     # each tile quantises its own block to float16 (its own scale): equal to float16 precision
     np.testing.assert_allclose(dense, whole, rtol=2e-2, atol=2e-3 * np.abs(whole).max())
-    top = precompute(job, LocalExecutor(), sink="topk", k=4).arrays
+    # top-k tiles sum both checkpoints themselves and send back 4 columns per row, not their 60
+    topk_result = precompute(job, LocalExecutor(), sink="topk", k=4)
+    assert len(topk_result.tile_seconds) == 3 * 3 and topk_result.job.top_k == 4
+    top = topk_result.arrays
     assert np.array_equal(np.sort(top["top_indices"], axis=1),  # merged over the three training blocks
                           np.sort(np.argsort(-dense, axis=1, kind="stable")[:, :4], axis=1))
+    assert np.allclose(top["top_scores"], -np.sort(-dense, axis=1)[:, :4], rtol=1e-5, atol=1e-7)
     assert np.allclose(top["bottom_scores"], np.sort(dense, axis=1)[:, :4])
+    from lfx_engine.precompute.tiles import run_tile
+
+    one = run_tile(topk_result.job, plan(topk_result.job)[1])  # the second training block: columns 60..119
+    assert set(one) == {"top_scores", "top_indices", "bottom_scores", "bottom_indices"}
+    assert one["top_indices"].shape == (5, 4) and one["top_indices"].min() >= 60 and one["top_indices"].max() < 120
     shards = precompute(job, LocalExecutor(), sink="shards", out=tmp_path / "run").shards
     assert len(shards) == 3 and np.array_equal(ix.read_shards(shards), dense)
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["tiles"] == len(plan(job))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -44,17 +44,19 @@ def precompute(job: Job, executor: Executor, sink: str = "dense", k: int = 10, o
         raise ParameterError(f"--sink must be one of {', '.join(SINKS)}, got {sink!r}")
     if sink == "shards" and out is None:
         raise ParameterError("the shards sink writes files: give an output folder")
+    if job.what == "examples":  # top-k tiles send back k columns per row, not their whole block
+        job = replace(job, top_k=k if sink == "topk" else None)
     tiles = plan(job)
-    n_test, n_train, _ = sizes(job)
+    n_test, n_train, n_checkpoints = sizes(job)
     result = Result(job)
     start = time.perf_counter()
     parts: dict[str, list[np.ndarray]] = {}
-    reducer = _ExampleReducer(n_test, n_train, n_checkpoints=sizes(job)[2], sink=sink, k=k, out=out) \
-        if job.what == "examples" else None
+    reducer = _ExampleReducer(n_test, n_train, n_checkpoints=1 if job.top_k else n_checkpoints, sink=sink, k=k,
+                              out=out) if job.what == "examples" else None
     for done, (tile, arrays, seconds) in enumerate(executor.map(job, tiles), start=1):
         result.tile_seconds.append(seconds)
         if reducer is not None:
-            reducer.add(tile, np.array(arrays["scores"]))  # a writable copy (Ray returns read-only arrays)
+            reducer.add(tile, {key: np.array(value) for key, value in arrays.items()})  # writable (Ray's are not)
         else:
             for key, value in arrays.items():
                 parts.setdefault(key, []).append(value)
@@ -76,7 +78,7 @@ class _ExampleReducer:
     Memory stays at one ``test block × train block`` sum per block in progress, plus what the sink keeps: the
     whole matrix (dense), each test block's full rows until its last train block (shards), or a running top and
     bottom ``k`` per test row, merged block by block (topk), which is what lets the training side grow without
-    bound.
+    bound. Top-k tiles arrive already reduced (every checkpoint summed, ``k`` columns per row) and are merged.
     """
 
     def __init__(self, n_test: int, n_train: int, n_checkpoints: int, sink: str, k: int, out: Path | None) -> None:
@@ -89,7 +91,14 @@ class _ExampleReducer:
         self.running: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.shards = ShardSink(Path(out) / "shards") if sink == "shards" and out is not None else None
 
-    def add(self, tile: Any, scores: np.ndarray) -> None:
+    def add(self, tile: Any, arrays: dict[str, np.ndarray]) -> None:
+        if "top_scores" in arrays:  # a top-k tile: its block's best and worst k, every checkpoint summed
+            found = tuple(torch.from_numpy(arrays[key]) for key in
+                          ("top_scores", "top_indices", "bottom_scores", "bottom_indices"))
+            self._fold(tile.test_start, found)
+            self._columns_done(tile)
+            return
+        scores = arrays["scores"]
         key = (tile.test_start, tile.train_start)
         total, count = self.sums.get(key, (torch.zeros(scores.shape), 0))
         total += torch.from_numpy(scores)
@@ -108,8 +117,14 @@ class _ExampleReducer:
             rows = self.rows.setdefault(t0, torch.zeros(tile.test_stop - t0, self.n_train))
             rows[:, r0:tile.train_stop] = block
         else:
-            self._merge(t0, r0, block)
-        self.done_columns[t0] = self.done_columns.get(t0, 0) + (tile.train_stop - r0)
+            k = min(self.k, block.shape[1])
+            hi, lo = block.topk(k, dim=1), block.topk(k, dim=1, largest=False)
+            self._fold(t0, (hi.values, hi.indices + r0, lo.values, lo.indices + r0))
+        self._columns_done(tile)
+
+    def _columns_done(self, tile: Any) -> None:
+        t0 = tile.test_start
+        self.done_columns[t0] = self.done_columns.get(t0, 0) + (tile.train_stop - tile.train_start)
         if self.done_columns[t0] == self.n_train:  # the test block's last train block
             if self.shards is not None:
                 self.shards.write(t0, self.rows.pop(t0))
@@ -117,12 +132,8 @@ class _ExampleReducer:
                 assert self.top is not None
                 self.top.add(t0, *self.running.pop(t0))
 
-    def _merge(self, t0: int, r0: int, block: torch.Tensor) -> None:
-        """Fold one block's columns into test block ``t0``'s running top and bottom k."""
-        k = min(self.k, block.shape[1])
-        hi = block.topk(k, dim=1)
-        lo = block.topk(k, dim=1, largest=False)
-        found = (hi.values, hi.indices + r0, lo.values, lo.indices + r0)
+    def _fold(self, t0: int, found: tuple[torch.Tensor, ...]) -> None:
+        """Fold one block's (top values, their columns, bottom values, their columns) into test block ``t0``'s."""
         if t0 in self.running:
             old = self.running[t0]
             values = torch.cat([old[0], found[0]], dim=1)

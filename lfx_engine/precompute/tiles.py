@@ -5,7 +5,9 @@ A :class:`Job` names the model, what to compute and its settings; :func:`plan` c
 * ``attributions``: one tile per block of test inputs (every method's maps of those inputs);
 * ``masking``: one tile per block of test inputs (their masking-shift curves, seeded per block);
 * ``examples``: one tile per (test block, train block, checkpoint): the block of scores of one method at one
-  checkpoint, projected as the full-split index projects (:mod:`lfx_engine.example_importance.index`).
+  checkpoint, projected as the full-split index projects (:mod:`lfx_engine.example_importance.index`). With
+  ``top_k`` (the top-k sink) a tile covers every checkpoint instead and returns only its block's top and bottom
+  ``top_k`` per test row, so what travels back from a worker does not grow with the training block.
 
 :func:`run_tile` is a pure function of (job, tile): each worker process loads the model and reads its own slices
 of the splits (through the catalogue, never a tensor shipped by the driver), so any executor that runs the same
@@ -37,6 +39,8 @@ class Job:
     test_block: int = 256
     train_block: int = 8192
     params: dict[str, Any] = field(default_factory=dict)
+    #: example tiles return their top and bottom ``top_k`` per test row (checkpoints summed inside the tile)
+    top_k: int | None = None
 
     def __post_init__(self) -> None:
         if self.what not in WHAT:
@@ -47,6 +51,9 @@ class Job:
                 raise ParameterError(f"{name} must be a positive integer, got {value!r}")
         if not self.methods:
             raise ParameterError("name at least one method")
+        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int)
+                                       or self.top_k < 1):
+            raise ParameterError(f"k must be a positive integer, got {self.top_k!r}")
 
     def describe(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,7 +117,7 @@ def plan(job: Job) -> list[Tile]:
             tiles.append(Tile(t0, t1))
             continue
         for r0 in range(0, n_train, job.train_block):
-            for c in range(n_ckpt):
+            for c in range(1 if job.top_k else n_ckpt):  # a top-k tile sums every checkpoint itself
                 tiles.append(Tile(t0, t1, r0, min(n_train, r0 + job.train_block), c))
     return tiles
 
@@ -152,7 +159,7 @@ def _examples(ex: Any, job: Job, x_test: torch.Tensor, tile: Tile) -> dict[str, 
         raise ParameterError(problem)
     params = ex.index_params(job.model, method, job.params)
     checkpoints = ex.method_checkpoints(job.model, method)
-    if method == "tracin":  # one checkpoint per tile: the reducer sums them
+    if method == "tracin" and not job.top_k:  # one checkpoint per tile: the reducer sums them
         checkpoints = [checkpoints[tile.checkpoint]]
     x_train = ex.train_data(job.model)[0][tile.train_start:tile.train_stop]
     entry = ex.entry(job.model)
@@ -162,4 +169,8 @@ def _examples(ex: Any, job: Job, x_test: torch.Tensor, tile: Tile) -> dict[str, 
                     checkpoints=checkpoints, params=params, device=ex.device,
                     hessian_data=ex.train_data(job.model)[0] if influence else None,
                     solve=ex.influence_solve(job.model, job.params) if influence else None)
-    return {"scores": fitted.score(x_test)}
+    if not job.top_k:
+        return {"scores": fitted.score(x_test)}
+    top = fitted.score(x_test, ix.TopKSink(len(x_test), min(job.top_k, len(x_train)), bottom=True))
+    return {**top, "top_indices": top["top_indices"] + tile.train_start,
+            "bottom_indices": top["bottom_indices"] + tile.train_start}
