@@ -115,7 +115,7 @@ def test_projected_features_keep_the_ranking(method: str) -> None:
     assert not np.allclose(other.score(x_test), b)
 
 
-def test_gauss_newton_index_solves_once_and_equals_the_subset_gauss_newton() -> None:
+def test_gauss_newton_index_solves_once_and_equals_the_subset_gauss_newton(monkeypatch) -> None:
     """With exact features the feature-space solve is the subset function's Gauss–Newton LiSSA, number for number;
     scoring then needs no Hessian data (no recursion per query)."""
     model = WideAE().eval()
@@ -128,6 +128,10 @@ def test_gauss_newton_index_solves_once_and_equals_the_subset_gauss_newton() -> 
     ref = influence_scores(model, x_train, x_test, hessian="gauss_newton", direction="test", minibatch_size=16,
                            recursion_depth=20)
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
+    # the Jacobian rows of every drawn example computed once (they fit) or per minibatch: the same solve
+    monkeypatch.setattr(ix, "SOLVE_ROWS_BYTES", 0)
+    per_step = ix.fit("influence", model, x_train, params=params)
+    np.testing.assert_allclose(per_step.arrays["solve_0"], fitted.arrays["solve_0"], rtol=1e-5, atol=1e-6)
     again = ix.from_arrays("influence", model, fitted.arrays, params=params)  # no training inputs needed
     torch.testing.assert_close(torch.from_numpy(again.score(x_test)), got, rtol=1e-5,
                                atol=1e-6 * float(got.abs().max()))

@@ -296,7 +296,6 @@ class ExampleIndex:
         with eval_on(model, dev, restore_weights=True):
             for c, state in enumerate(states):
                 model.load_state_dict(state)
-                train, scale = _loaded(self.arrays, c, dev)
                 if self.method == "influence" and "solve_0" in self.arrays:
                     solve = torch.from_numpy(self.arrays["solve_0"]).to(dev)
                     n_hessian = int(self.arrays["n_hessian"])  # as the exact path: the Hessian data's size
@@ -305,7 +304,7 @@ class ExampleIndex:
                     test = self._solved_test_features(model, fmap, x, dev)
                 else:
                     test = fmap.rows(model, x, self.loss_fn, 64, dev)
-                block = scale * (test.float() @ train.T)
+                block = _products(test.float(), self.arrays, c)
                 if self.method == "grad_cos":
                     norms = torch.from_numpy(self.arrays["norms_0"]).to(dev)
                     block = block / (test.norm(dim=1)[:, None] * norms[None, :]).clamp_min(1e-12)
@@ -344,13 +343,27 @@ def _stored(features: torch.Tensor, c: int, quantise: bool) -> dict[str, np.ndar
     return {f"features_{c}": (features / scale).half().numpy(), f"scale_{c}": np.float32(scale)}
 
 
-def _loaded(arrays: Mapping[str, np.ndarray], c: int, device: torch.device) -> tuple[torch.Tensor, float]:
-    """Checkpoint ``c``'s training features as float32 on ``device`` and the scale that undoes :func:`_stored`.
+#: Stored feature rows turned into float32 at a time when scoring (a reused buffer that stays in cache).
+SCORE_CHUNK_ROWS = 4096
 
-    The scale is returned, not applied: multiplying the one test row by it is cheaper than the whole split.
+
+def _products(test: torch.Tensor, arrays: Mapping[str, np.ndarray], c: int) -> torch.Tensor:
+    """``test @ featuresᵀ`` for checkpoint ``c``'s stored training features, undoing :func:`_stored`'s scale.
+
+    The float16 rows are converted a chunk at a time into one reused float32 buffer: converting the whole split
+    at once wrote a fresh float32 copy of it per query, which cost several times the products themselves.
+    The scale multiplies the few test rows rather than the split.
     """
-    features = torch.from_numpy(np.asarray(arrays[f"features_{c}"])).to(device).float()
-    return features, float(arrays[f"scale_{c}"]) if f"scale_{c}" in arrays else 1.0
+    stored = torch.from_numpy(np.asarray(arrays[f"features_{c}"]))
+    if f"scale_{c}" in arrays:
+        test = test * float(arrays[f"scale_{c}"])
+    out = torch.empty(len(test), len(stored), device=test.device)
+    buffer = torch.empty(min(SCORE_CHUNK_ROWS, len(stored)), stored.shape[1], device=test.device)
+    for start in range(0, len(stored), SCORE_CHUNK_ROWS):
+        chunk = buffer[:min(SCORE_CHUNK_ROWS, len(stored) - start)]
+        chunk.copy_(stored[start:start + len(chunk)])
+        out[:, start:start + len(chunk)] = test @ chunk.T
+    return out
 
 
 def _feature_map(model: nn.Module, probe: torch.Tensor, params: Mapping[str, Any]) -> GradientFeatureMap:
@@ -522,26 +535,51 @@ def projected_solve(model: nn.Module, fmap: GradientFeatureMap, x_train: torch.T
     Applying the recursion to the projected Hessian instead of projecting the solved vector is an
     approximation (the projection does not commute with ``H``); ``bench/bench_scale.py`` reports its agreement.
     """
-    latent = _Latent(model.encoder)
     batches = draw_minibatches(len(x_train), min(params["minibatch_size"], len(x_train)),
                                params["recursion_depth"], params["seed"])
     width = fmap.width(model)
+    drawn = torch.cat(batches).unique()
+    with torch.no_grad():
+        d = model.encoder(x_train[:1].to(device)).shape[1]
+    # Each example's Jacobian rows and curvature once, when those of every drawn example fit (a small training
+    # set is drawn many times over); otherwise each minibatch computes its own.
+    known = len(drawn) * d * (width + d) * 4 <= SOLVE_ROWS_BYTES
+    if known:
+        rows_of, curvature_of = _latent_rows(model, fmap, x_train[drawn].to(device), loss_fn, device)
+        position = torch.full((len(x_train),), -1, dtype=torch.long)
+        position[drawn] = torch.arange(len(drawn))
     u = torch.eye(width, device=device)
     acc = u.clone()
     for t, idx in enumerate(reversed(batches)):
         unique, counts = idx.unique(return_counts=True)
         weights = counts.to(device, torch.float32) / len(idx)
-        xb = x_train[unique].to(device)
-        curvature = latent_curvature(model, xb, loss_fn)[2] * weights[:, None, None]  # (b, d, d)
-        d = curvature.shape[1]
-        rows = torch.stack([fmap.rows(latent, xb, lambda z, _, c=c: z[:, c], 64, device) for c in range(d)],
-                           dim=1).reshape(len(xb) * d, width)  # (b·d, w), example-major
-        ur = (u @ rows.T).reshape(width, len(xb), d)
-        hu = torch.einsum("wbd,bde->wbe", ur, curvature).reshape(width, len(xb) * d) @ rows
+        if known:
+            at = position[unique].to(device)
+            rows, curvature = rows_of[at], curvature_of[at]
+        else:
+            rows, curvature = _latent_rows(model, fmap, x_train[unique].to(device), loss_fn, device)
+        curvature = curvature * weights[:, None, None]
+        rows = rows.reshape(len(unique) * d, width)  # (b·d, w), example-major
+        ur = (u @ rows.T).reshape(width, len(unique), d)
+        hu = torch.einsum("wbd,bde->wbe", ur, curvature).reshape(width, len(unique) * d) @ rows
         u.mul_(1.0 - params["damp"]).sub_(hu, alpha=1.0 / params["scale"])
         acc.add_(u)
         report(progress, t + 1, len(batches))
     return acc
+
+
+#: Bytes :func:`projected_solve` may hold for the Jacobian rows and curvatures of every drawn example at once.
+SOLVE_ROWS_BYTES = 256 * 2**20
+
+
+def _latent_rows(model: nn.Module, fmap: GradientFeatureMap, x: torch.Tensor, loss_fn: LossFn,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Feature rows of the latent's Jacobian ``(n, d, w)`` and the latent loss Hessians ``(n, d, d)`` of ``x``."""
+    latent = _Latent(model.encoder)
+    curvature = latent_curvature(model, x, loss_fn)[2]
+    rows = torch.stack([fmap.rows(latent, x, lambda z, _, c=c: z[:, c], 64, device)
+                        for c in range(curvature.shape[1])], dim=1)
+    return rows, curvature
 
 
 def from_arrays(method: str, model: nn.Module, arrays: Mapping[str, np.ndarray], *, params: Mapping[str, Any],
