@@ -151,7 +151,8 @@ def _solve_in_parameter_space(jacobians, latent_hessians, rhs, other, steps, dam
     v, acc = g.clone(), g.clone()
     for t, (rows, unique, weights) in enumerate(steps):
         j_b = jacobians[rows]
-        hv = j_b.T @ _latent_product(j_b @ v, latent_hessians, unique, weights)
+        # (Xᵀ J_B)ᵀ rather than J_Bᵀ X: the product through the transposed view was ~3× slower on CPU
+        hv = (_latent_product(j_b @ v, latent_hessians, unique, weights).T @ j_b).T
         v.mul_(1.0 - damp).sub_(hv, alpha=1.0 / scale)
         if transposed:
             acc.add_(v)
