@@ -5,24 +5,22 @@ page (``st.navigation``), draws the sidebar's page links itself (Streamlit's own
 list is off in ``.streamlit/config.toml``: on a fresh server's first run it would
 flash the raw ``pages/`` files), restores selections from the URL once per session
 and mirrors them back after each run so any view can be shared as a link.
+
+Nothing here imports the engine (torch, captum, the catalogue: seconds on a fresh server): the page links
+and the first page's text are drawn at once. Home loads the engine itself, under a spinner after its
+introduction; the Glossary needs none; any other page waits for it under a spinner here.
 """
 from __future__ import annotations
 
+import importlib
 import sys
 
 import streamlit as st
 
-st.set_page_config(page_title="LFX Explorer", page_icon=":material/search_insights:", layout="wide")
-# The first visit to a fresh server imports torch, captum and the engine (seconds): say so at once instead of
-# a blank page. Later runs find the modules loaded and show nothing.
-_starting = st.empty()
-if "lfx_ui.engine" not in sys.modules:
-    _starting.info("Starting LFX Explorer: loading the engine (first visit after the server starts)…",
-                   icon=":material/hourglass_top:")
-from lfx_ui import report, router, state  # noqa: E402 - after the start-up message, on purpose
-from lfx_ui.engine import stopped_notice  # noqa: E402
+from lfx_ui import report, router, state
+from lfx_ui.jobs import stopped_notice
 
-_starting.empty()
+st.set_page_config(page_title="LFX Explorer", page_icon=":material/search_insights:", layout="wide")
 
 PAGES = {
     "Explore": [
@@ -47,6 +45,9 @@ PAGES = {
     ],
 }
 
+#: Pages that draw their first content without the engine (Home loads it after its introduction).
+ENGINE_FREE_START = {"", "home", "glossary"}
+
 state.load_from_url()
 page = st.navigation(PAGES, position="hidden")
 router.sidebar_links(PAGES)
@@ -55,6 +56,9 @@ try:
         stopped_notice()
         report.start()
         state.forget_bindings()
+        if page.url_path not in ENGINE_FREE_START and "lfx_ui.engine" not in sys.modules:
+            with st.spinner("Loading the engine: the first page after the server starts takes a few seconds…"):
+                importlib.import_module("lfx_ui.engine")
         page.run()
 finally:
     # also after st.stop() in a page (e.g. a missing dataset), so the link still names the selection

@@ -17,17 +17,36 @@ from lfx_engine.config import checkpoint_dir
 from lfx_engine.errors import LFXError
 from lfx_engine.explorer import Explorer, ModelChoice
 from lfx_ui import safe, state
+from lfx_ui.jobs import stop_button, stopped_notice  # noqa: F401 - the pages import them from here
+from lfx_ui.sessions import SessionJanitor, session_id
 
 T = TypeVar("T")
 LOG = logging.getLogger("lfx_ui")
 
 
 @st.cache_resource(show_spinner="Starting the engine…")
-def get_explorer() -> Explorer:
-    """Shared, read-only engine: models load once per process, in eval mode."""
+def _shared_engine() -> tuple[Explorer, SessionJanitor]:
+    """The process's one engine and the thread that gives its memory back when sessions end."""
     # Streamlit runs each session in a thread: keep torch from oversubscribing the cores.
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
-    return Explorer()
+    explorer = Explorer()
+    janitor = SessionJanitor(explorer)
+    janitor.start()
+    return explorer, janitor
+
+
+def get_explorer() -> Explorer:
+    """Shared, read-only engine: models load once per process, in eval mode, under the memory budget.
+
+    The calling session is named to the engine, which records what it uses, so that memory goes back once the
+    session ends (:mod:`lfx_ui.sessions`). Sessions never hold models or datasets themselves.
+    """
+    explorer, janitor = _shared_engine()
+    session = session_id()
+    explorer.bind_user(session)
+    if session is not None:
+        janitor.seen(session)
+    return explorer
 
 
 @contextmanager
@@ -62,36 +81,6 @@ def progress_reporter(label: str) -> tuple[Callable[[int, int], None], Callable[
                      text=f"{label} ({done}/{total}; {eta_text(started, done, total)})")
 
     return update, bar.empty
-
-
-_STOPPED = "_lfx_stopped"
-
-
-def stop_button(key: str, what: str, flag: str | None = None) -> Callable[[], None]:
-    """A **Stop** button for a running job; returns a function that removes it once the job is over.
-
-    A click reruns the page, which ends the running script at its next progress update (Streamlit stops a
-    run when a new one is requested); the page then says what was kept (:func:`stopped_notice`). ``flag``
-    is set in the session state too, so a page that computes by itself can wait for a new request.
-    """
-    slot = st.empty()
-
-    def stop() -> None:
-        st.session_state[_STOPPED] = what
-        if flag:
-            st.session_state[flag] = True
-
-    slot.button("Stop", key=key, icon=":material/stop_circle:", on_click=stop,
-                help="Stop this computation. What finished before is kept in the disk cache.")
-    return slot.empty
-
-
-def stopped_notice() -> None:
-    """After a Stop, say so once (the job that was stopped, and that finished parts stay cached)."""
-    what = st.session_state.pop(_STOPPED, None)
-    if what:
-        st.info(f"Stopped: {what}. Parts finished before the stop are kept in the disk cache; start it again "
-                "to go on from there.", icon=":material/stop_circle:")
 
 
 # --------------------------------------------------------------------------- cached results (per process)

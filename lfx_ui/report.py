@@ -13,14 +13,15 @@ import base64
 import datetime as _dt
 import html
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlencode, urlsplit
 
-import pandas as pd
 import streamlit as st
 
-from lfx_engine.version import engine_version
 from lfx_ui import state
+
+if TYPE_CHECKING:  # pandas loads with the engine, after the first page is drawn
+    import pandas as pd
 
 #: Rows of a table shown in the report itself (the embedded CSV always holds all of them).
 MAX_ROWS = 200
@@ -137,8 +138,14 @@ def sidebar_button(title: str, url_path: str) -> None:
     figures = list(collected.figures.values())
     st.session_state[VIEW_KEY] = (title, settings, link)  # what the button's file holds (read by tests)
     st.sidebar.download_button(
-        "Report (HTML)", data=lambda: build_html(title, settings, link, figures, engine_version()).encode(),
+        "Report (HTML)", data=lambda: build_html(title, settings, link, figures, _engine_version()).encode(),
         file_name=f"lfx_report_{url_path or 'home'}.html", mime="text/html", icon=":material/description:",
         key="report_html", on_click="ignore",
         help="One self-contained HTML file of this view: its figures, tables, settings and the link that reopens "
              "it. It opens offline.")
+
+
+def _engine_version() -> str:
+    from lfx_engine.version import engine_version  # the engine package: imported when a report is built
+
+    return engine_version()

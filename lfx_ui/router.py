@@ -13,12 +13,15 @@ router handles the same URL.
 """
 from __future__ import annotations
 
+import sys
 import threading
 from contextlib import contextmanager
 from typing import Iterator, Mapping, Sequence
 
 import streamlit as st
 from streamlit.navigation.page import StreamlitPage
+
+from lfx_ui import sessions
 
 _LOCAL = threading.local()
 
@@ -34,8 +37,13 @@ def routing() -> Iterator[None]:
 
 
 def ensure_routed() -> None:
-    """Rerun through ``app.py`` when a page was started directly by the legacy pages mode."""
+    """Rerun through ``app.py`` when a page was started directly by the legacy pages mode.
+
+    Under the router, the calling page's namespace is remembered for its session, to be emptied once the
+    session has ended (:func:`lfx_ui.sessions.remember_page`).
+    """
     if getattr(_LOCAL, "depth", 0) > 0:
+        sessions.remember_page(sys._getframe(1).f_globals)
         return
     from streamlit.runtime.pages_manager import PagesManager
 

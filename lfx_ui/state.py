@@ -14,11 +14,16 @@ from typing import Any, Callable, Sequence
 
 import streamlit as st
 
-from lfx_engine.explorer import EXAMPLE_METHODS, FEATURE_METHODS
-from lfx_engine.metrics.masking_controls import CONTROLS
 from lfx_ui import safe
 
-KNOWN_METHODS = frozenset((*FEATURE_METHODS, *EXAMPLE_METHODS, *CONTROLS))
+
+def known_methods() -> frozenset[str]:
+    """Every method and control name of the engine (imported here, not at start-up: the engine is heavy)."""
+    from lfx_engine.explorer import EXAMPLE_METHODS, FEATURE_METHODS
+    from lfx_engine.metrics.masking_controls import CONTROLS
+
+    return frozenset((*FEATURE_METHODS, *EXAMPLE_METHODS, *CONTROLS))
+
 
 FIELDS = ("dataset", "model", "methods", "xmethods", "controls", "sample", "cls")
 _LIST_FIELDS = {"methods", "xmethods", "controls"}
@@ -146,7 +151,7 @@ def choose_many(field: str, label: str, options: Sequence[str], *, widget_key: s
     """A multiselect bound to a persistent list selection."""
     options = list(options)
     chosen = list(get(field) or [])
-    unknown = [m for m in chosen if m not in options and m not in KNOWN_METHODS]
+    unknown = [m for m in chosen if m not in options and m not in known_methods()]
     if unknown and from_link(field):
         st.warning(f"The link named {len(unknown)} unknown method(s) ({', '.join(safe.shown(m, 30) for m in unknown[:3])}"
                    f"{', …' if len(unknown) > 3 else ''}); they were left out.")

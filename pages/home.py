@@ -1,18 +1,15 @@
-"""Home: what label-free explainability is, what is available here, and how to get the rest."""
+"""Home: what label-free explainability is, what is available here, and how to get the rest.
+
+The title, the introduction and the page links need no engine: they are drawn first, then the engine loads
+under a spinner (seconds on the first visit after the server starts; nothing on later visits), then the tables.
+"""
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
-import torch
 
-from lfx_engine.config import checkpoint_dir, data_dir, study_dir
-from lfx_engine.data.fetch import fetch
 from lfx_ui import router
-from lfx_ui.tables import fill_missing
-from lfx_ui.engine import get_explorer, user_errors
 
 router.ensure_routed()
-explorer = get_explorer()
 
 st.title("LFX Explorer")
 st.markdown(
@@ -25,13 +22,6 @@ encoder's pretext-loss gradients (TracIn, Influence Functions).
 Method: Crabbé & van der Schaar, ICML 2022; reproduction: Papp, Wagenbach, Jans de Vries & Mather, MLRC 2022.
 """
 )
-
-device = explorer.device
-where = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
-st.info(f"Running on **{device.type.upper()}**{where} · torch threads: {torch.get_num_threads()}",
-        icon=":material/memory:")
-
-models = explorer.models()
 st.subheader("Start exploring")
 links = st.columns(3)
 links[0].page_link("pages/saliency.py", label="Saliency: which pixels or time steps matter",
@@ -41,10 +31,28 @@ links[1].page_link("pages/masking.py", label="Masking shift: do the maps find wh
 links[2].page_link("pages/examples.py", label="Top examples: which training inputs matter", icon=":material/extension:")
 st.page_link("pages/glossary.py", label="Glossary: every method, control and metric in plain words",
              icon=":material/menu_book:")
+
+with st.spinner("Loading the engine and the model catalogue: a few seconds on the first visit after the server "
+                "starts…"):
+    import pandas as pd
+    import torch
+
+    from lfx_engine.config import checkpoint_dir, data_dir, study_dir
+    from lfx_engine.data.fetch import fetch
+    from lfx_ui.engine import get_explorer, user_errors
+    from lfx_ui.tables import fill_missing
+
+    explorer = get_explorer()
+    models = explorer.models()
 if not models:
     st.warning("No trained model was found, so the views have nothing to explain yet. Train the first one "
                "(a few minutes on a CPU, CUDA is used when present):")
     st.code("python -m lfx_engine train mnist_dae_consistency", language="bash")
+
+device = explorer.device
+where = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+st.info(f"Running on **{device.type.upper()}**{where} · torch threads: {torch.get_num_threads()}",
+        icon=":material/memory:")
 
 st.subheader("Datasets")
 rows = explorer.dataset_status()

@@ -22,12 +22,18 @@ i.e. rows come in the permutation's order):
   ``latents_values`` (shape, scale, orientation, posX, posY) and ``original_indices``.
 
 Loaded splits are cached in memory (keyed by data directory and file size/mtime,
-so a re-fetched file is re-read). **The returned tensors are shared with the
-cache: treat them as read-only** (``split.clone()`` before modifying in place).
+so a re-fetched file is re-read; at most ``CACHE_SIZE`` splits, least recently used
+out first). **The returned tensors are shared with the cache: treat them as
+read-only** (``split.clone()`` before modifying in place). The cache reports what
+it holds (:func:`cached_splits`) and gives a dataset back on request
+(:func:`forget_split`): the explorer counts it in its memory budget.
 """
 from __future__ import annotations
 
 import functools
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -43,7 +49,7 @@ from lfx_engine.data.readers import (
     read_ucr_tables,
     require_files,
 )
-from lfx_engine.data.registry import get_spec
+from lfx_engine.data.registry import get_spec, list_datasets
 
 ECG_SPLIT_SEED = 42
 ECG_HELDOUT_PERCENT = 20
@@ -145,8 +151,105 @@ def _dsprites_split(folder: str, split: str) -> Split:
     return Split(x, latents_classes[:, 0].clone(), extra, "dsprites", split)
 
 
-@functools.lru_cache(maxsize=CACHE_SIZE)
+@dataclass(frozen=True)
+class CachedSplit:
+    """One split held by the cache: its dataset and split name, bytes, and when it was last handed out."""
+
+    dataset: str
+    split: str
+    nbytes: int
+    last_used: float
+
+
+def split_nbytes(data: Split) -> int:
+    """Bytes of a split's tensors (inputs, labels and per-row extras)."""
+    return int(sum(t.numel() * t.element_size() for t in (data.x, data.y, *data.extra.values())))
+
+
+class _SplitCache:
+    """Least-recently-used cache of loaded splits (``CACHE_SIZE`` at most), thread-safe.
+
+    Two threads asking for the same split wait for one read (a second copy of a large split would double the
+    memory for a while).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple, tuple[Split, int, float]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[tuple, threading.Lock] = {}
+
+    def get(self, key: tuple, load) -> Split:
+        with self._lock:
+            hit = self._touch(key)
+            if hit is not None:
+                return hit
+            gate = self._loading.setdefault(key, threading.Lock())
+        with gate:
+            with self._lock:
+                hit = self._touch(key)
+                if hit is not None:
+                    return hit
+            try:
+                data = load()
+                with self._lock:
+                    self._items[key] = (data, split_nbytes(data), time.monotonic())
+                    while len(self._items) > self.size:
+                        self._items.popitem(last=False)
+                return data
+            finally:
+                with self._lock:  # after the insert: a later caller finds the split, not a new gate
+                    self._loading.pop(key, None)
+
+    def _touch(self, key: tuple) -> Split | None:
+        item = self._items.get(key)
+        if item is None:
+            return None
+        self._items[key] = (item[0], item[1], time.monotonic())
+        self._items.move_to_end(key)
+        return item[0]
+
+    def entries(self) -> list[CachedSplit]:
+        with self._lock:
+            return [CachedSplit(key[0], key[1], nbytes, used) for key, (_, nbytes, used) in self._items.items()]
+
+    def forget(self, dataset: str, split: str | None = None) -> int:
+        with self._lock:
+            keys = [k for k in self._items if k[0] == dataset and (split is None or k[1] == split)]
+            return sum(self._items.pop(k)[1] for k in keys)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+_CACHE = _SplitCache(CACHE_SIZE)
+
+
+def cached_splits() -> list[CachedSplit]:
+    """The splits held in memory now, least recently used first."""
+    return _CACHE.entries()
+
+
+def forget_split(dataset: str, split: str | None = None) -> int:
+    """Drop a dataset's cached split (every split when ``split`` is None); returns the bytes let go.
+
+    ``split`` is the canonical name (``get_spec(dataset).resolve_split``). The memory is freed once no caller
+    holds the tensors any more.
+    """
+    if split is not None and dataset in list_datasets():
+        split = get_spec(dataset).resolve_split(split)
+    freed = _CACHE.forget(dataset, split)
+    if dataset == "ecg5000" and not any(e.dataset == dataset for e in _CACHE.entries()):
+        _ecg_beats.cache_clear()  # the beats all ECG splits are cut from
+    return freed
+
+
 def _load_cached(name: str, split: str, folder: str, signature: tuple) -> Split:
+    return _CACHE.get((name, split, folder, signature), lambda: _read_split(name, split, folder, signature))
+
+
+def _read_split(name: str, split: str, folder: str, signature: tuple) -> Split:
     spec = get_spec(name)
     if spec.bundle_format == "keras_npz":
         x, y = read_keras_split(spec, Path(folder), split)
@@ -185,5 +288,5 @@ def baseline(name: str) -> torch.Tensor:
 
 def clear_cache() -> None:
     """Drop every cached split (frees memory; the next load reads the files again)."""
-    _load_cached.cache_clear()
+    _CACHE.clear()
     _ecg_beats.cache_clear()

@@ -2,12 +2,23 @@
 
 Models are loaded once, kept in eval mode and never mutated: every engine function the views
 use explains a model without changing it.
+
+Memory: what the explorer keeps for the next request (models, the dataset splits read from files, their
+32×32 resizes and fitted example indices) is counted against one budget, ``LFX_MEMORY_MB``, and the least
+recently used goes first when a load goes over it (:meth:`ExplorerCore.held_bytes`, :meth:`ExplorerCore.held`).
+Each use is recorded with the user the caller named for its thread (:meth:`ExplorerCore.bind_user`; the app
+names its sessions), so :meth:`ExplorerCore.release` can give back what only ended sessions used; memory
+freed that way is returned to the operating system (:func:`trim_memory`).
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import threading
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable, Hashable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,20 +31,22 @@ from lfx_engine.config import default_device
 from lfx_engine.data import (
     balanced_subset_indices,
     baseline,
+    get_spec,
     resize_to_32,
 )
+from lfx_engine.data import splits as data_splits
 from lfx_engine.errors import ParameterError
 from lfx_engine.metrics.masking_controls import random_init_key
 from lfx_engine.project.datasets import make_baseline
 from lfx_engine.training.zoo import ZOO
 
 Progress = Callable[[int, int], None] | None
-#: Default memory budget of one explorer's models and derived arrays (``LFX_MEMORY_MB``).
+#: Default memory budget of one explorer's models, dataset splits and derived arrays (``LFX_MEMORY_MB``).
 DEFAULT_MEMORY_MB = 4096
 
 
 def memory_budget() -> int:
-    """Bytes an explorer may hold in models and derived arrays: ``LFX_MEMORY_MB`` (default 4096 MB)."""
+    """Bytes an explorer may hold in models, dataset splits and derived arrays: ``LFX_MEMORY_MB`` (default 4096 MB)."""
     import os
 
     raw = os.environ.get("LFX_MEMORY_MB", "")
@@ -42,6 +55,49 @@ def memory_budget() -> int:
     except ValueError:
         value = DEFAULT_MEMORY_MB
     return int(max(value, 1.0) * 2 ** 20)
+
+
+def trim_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the operating system (glibc ``malloc_trim``).
+
+    Large tensors are mapped and unmapped on their own; the many small blocks of models and arrays stay in
+    the allocator's heap until trimmed, so the process's RSS would not shrink without this.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): the allocator keeps its own pages
+        pass
+
+
+@dataclass(frozen=True)
+class HeldItem:
+    """One thing the explorer keeps in memory: kind (model, split, resized, index), key, size, last use, users."""
+
+    kind: str
+    key: Hashable
+    nbytes: int
+    last_used: float
+    users: frozenset = frozenset()
+
+
+@dataclass
+class _Use:
+    last_used: float = 0.0
+    users: set = field(default_factory=set)
+
+
+class _Tracked(dict):
+    """A cache dict whose stores count as uses (the hit path re-stores: ``d[k] = d.pop(k)``, newest last)."""
+
+    def __init__(self, kind: str, note: Callable[[str, Hashable], None]) -> None:
+        super().__init__()
+        self._kind = kind
+        self._note = note
+
+    def __setitem__(self, key: Hashable, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._note(self._kind, key)
 
 #: Feature-importance methods offered for browsing, in display order.
 FEATURE_METHODS = ("saliency", "integrated_gradients", "gradient_shap", "input_x_gradient", "deeplift",
@@ -99,14 +155,20 @@ class ExplorerCore:
         self.device = torch.device(device) if device is not None else default_device()
         cache.clean_start()  # temporary files of writes killed in an earlier run
         self.catalogue = Catalogue()
-        self._models: dict[str, nn.Module] = {}
-        self._resized: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        #: when each held item was last used and by whom (:meth:`bind_user`), by (kind, key)
+        self._uses: dict[tuple[str, Hashable], _Use] = {}
+        self._uses_lock = threading.Lock()  # taken alone, or inside ``_lock`` (never the other way round)
+        self._user = threading.local()
+        self._models: dict[str, nn.Module] = _Tracked("model", self._note)
+        self._model_bytes: dict[str, int] = {}
+        #: 32×32 resizes of built-in splits, by (dataset, split), with a weak reference to the split they came from
+        self._resized: dict[tuple[str, str], tuple[Callable[[], Any], torch.Tensor]] = _Tracked("resized", self._note)
         self._subsets: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor, tuple[np.ndarray, np.ndarray]]] = {}
         #: fitted example-importance indices over full training splits (arrays read from the disk cache), by key
-        self._indices: dict[str, dict[str, np.ndarray]] = {}
+        self._indices: dict[str, dict[str, np.ndarray]] = _Tracked("index", self._note)
         #: projection size of a gradient index by (model, weights sha256, method): see ``_projection_for_budget``
         self._projections: dict[tuple[str, str, str], int] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ discovery
     def dataset_status(self) -> list[dict[str, Any]]:
@@ -179,50 +241,161 @@ class ExplorerCore:
         # keyed by the weights' sha256 too, so a model retrained while the app runs is reloaded
         entry = self.entry(name)
         key = f"{name}@{entry.sha256}"
+        self._working_on(name)
         with self._lock:
             if key in self._models:
                 self._models[key] = self._models.pop(key)  # most recently used last
                 return self._models[key]
-            self._models = {k: v for k, v in self._models.items() if not k.startswith(f"{name}@")}
-            self._models[key] = self.catalogue.load_model(name, device=self.device).eval()
+            for old in [k for k in self._models if k.startswith(f"{name}@")]:  # weights retrained meanwhile
+                del self._models[old]
+            model = self.catalogue.load_model(name, device=self.device).eval()
+            self._model_bytes[key] = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+            self._models[key] = model
             self._evict(keep=key)
-            return self._models[key]
+            return model
+
+    # ------------------------------------------------------------------ memory
+    def bind_user(self, user: Hashable | None) -> None:
+        """Name who uses the explorer from this thread (the app: its session); later uses are recorded for it."""
+        self._user.name = user
+
+    def _note(self, kind: str, key: Hashable) -> None:
+        user = getattr(self._user, "name", None)
+        with self._uses_lock:
+            use = self._uses.setdefault((kind, key), _Use())
+            use.last_used = time.monotonic()
+            if user is not None:
+                use.users.add(user)
+        using = getattr(self._user, "using", None)
+        if using is not None:
+            using.add((kind, key))
+
+    def _working_on(self, name: str) -> None:
+        """This thread now serves model ``name``: what it uses from here on is protected from eviction until it
+        turns to another model (a request never evicts its own model and data, even over a tiny budget)."""
+        if getattr(self._user, "model", None) != name:
+            self._user.model = name
+            self._user.using = set()
+
+    def held(self) -> list[HeldItem]:
+        """What the explorer keeps in memory now, least recently used first (what :func:`memory_budget` bounds).
+
+        Models, fitted indices, resized splits, and every built-in dataset split the process keeps loaded
+        (``lfx_engine.data``'s split cache, whoever read it). Datasets of project files and Python
+        registrations are held by the catalogue, as declared, and are not counted.
+        """
+        with self._lock:
+            items: list[HeldItem] = []
+
+            def add(kind: str, key: Hashable, nbytes: int, seen: float = 0.0) -> None:
+                with self._uses_lock:
+                    use = self._uses.get((kind, key)) or _Use()
+                    users = frozenset(use.users)
+                items.append(HeldItem(kind, key, int(nbytes), max(use.last_used, seen), users))
+
+            for key in list(self._models):
+                add("model", key, self._model_bytes.get(key, 0))
+            for key, (_, resized) in list(self._resized.items()):
+                add("resized", key, resized.numel() * resized.element_size())
+            for key, arrays in list(self._indices.items()):
+                add("index", key, sum(a.nbytes for a in arrays.values()))
+            for cached in data_splits.cached_splits():
+                add("split", (cached.dataset, cached.split), cached.nbytes, cached.last_used)
+            held = {(i.kind, i.key) for i in items}
+            with self._uses_lock:
+                for gone in [k for k in self._uses if k not in held]:
+                    del self._uses[gone]
+            return sorted(items, key=lambda i: i.last_used)
 
     def held_bytes(self) -> int:
-        """Bytes of the models and derived arrays this explorer holds (what :func:`memory_budget` bounds)."""
-        models = sum(t.numel() * t.element_size() for m in self._models.values()
-                     for t in [*m.parameters(), *m.buffers()])
-        resized = sum(r.numel() * r.element_size() for _, r in self._resized.values())
-        indices = sum(a.nbytes for arrays in self._indices.values() for a in arrays.values())
-        return int(models + resized + indices)
+        """Bytes of the models, dataset splits and derived arrays held in memory (:meth:`held`)."""
+        return sum(item.nbytes for item in self.held())
 
-    def _evict(self, keep: str) -> None:
-        """Drop the least recently used models, fitted indices and resized splits until the budget holds."""
+    def _drop(self, item: HeldItem) -> int:
+        """Let go of one held item; the bytes freed (0 when it was gone already)."""
+        if item.kind == "model":
+            freed = item.nbytes if self._models.pop(item.key, None) is not None else 0
+            self._model_bytes.pop(item.key, None)
+        elif item.kind == "resized":
+            freed = item.nbytes if self._resized.pop(item.key, None) is not None else 0
+        elif item.kind == "index":
+            freed = item.nbytes if self._indices.pop(item.key, None) is not None else 0
+        else:
+            dataset, split = item.key
+            freed = data_splits.forget_split(dataset, split)
+            for key, (source, resized) in list(self._resized.items()):  # resizes of it would be redone anyway
+                if key[0] == dataset and source() is None and self._resized.pop(key, None) is not None:
+                    freed += resized.numel() * resized.element_size()
+        with self._uses_lock:
+            self._uses.pop((item.kind, item.key), None)
+        return freed
+
+    def _evict(self, keep: Hashable | None = None) -> None:
+        """Drop the least recently used models, dataset splits, resized splits and fitted indices until the budget
+        holds. ``keep`` (just loaded) and what this thread uses for its current model stay (:meth:`_working_on`):
+        a budget smaller than one request's model and data holds that request's."""
         budget = memory_budget()
-        while self.held_bytes() > budget:
-            if len(self._models) > 1:  # models reload in milliseconds: they go first
-                self._models.pop(next(k for k in self._models if k != keep))
-            elif len(self._indices) > (1 if keep in self._indices else 0):  # indices reload from the disk cache
-                self._indices.pop(next(k for k in self._indices if k != keep))
-            elif self._resized:
-                self._resized.pop(next(iter(self._resized)))
-            else:
-                break
+        with self._lock:
+            items = self.held()
+            total = sum(item.nbytes for item in items)
+            if total <= budget:
+                return
+            using = getattr(self._user, "using", None) or set()
+            dropped = False
+            for item in items:
+                if total <= budget:
+                    break
+                if item.key == keep or (item.kind, item.key) in using:
+                    continue
+                freed = self._drop(item)
+                total -= freed
+                dropped = dropped or freed > 0
+        if dropped:
+            trim_memory()
+
+    def release(self, unused_for: float = 0.0, active_users: Iterable[Hashable] | None = None) -> int:
+        """Give back what was not used for ``unused_for`` seconds and no user of ``active_users`` has used.
+
+        ``active_users=None``: whoever used it. Returns the bytes given back; freed pages go back to the
+        operating system. What is in use by a running request stays alive until that request is done.
+        """
+        now = time.monotonic()
+        active = set(active_users) if active_users is not None else set()
+        with self._lock:
+            items = self.held()
+            freed = 0
+            for item in items:
+                if now - item.last_used < unused_for or item.users & active:
+                    continue
+                freed += self._drop(item)
+            if freed:
+                self._subsets.clear()  # they keep the labels of the splits given back alive
+        if freed:
+            trim_memory()
+        return freed
 
     # ------------------------------------------------------------------ data
     def _split(self, name: str, which: str) -> tuple[torch.Tensor, torch.Tensor]:
         entry = self.entry(name)
         dataset = entry.dataset
         split_name = entry.train_split if which == "train" else entry.test_split
+        self._working_on(name)
         x, y = self.catalogue.split(dataset, split_name)
+        builtin = self.catalogue.dataset_entry(dataset).source == "builtin"
+        if builtin:
+            self._note("split", (dataset, get_spec(dataset).resolve_split(split_name)))
         if entry.resize32:
             # resizing 60k images takes seconds: keep the result while the loaded split is the same object
             key = (dataset, split_name)
-            source, resized = self._resized.get(key, (None, None))
-            if source is not x:
+            source, resized = self._resized.get(key, (lambda: None, None))
+            if source() is not x:  # the weak reference: a resize does not keep an evicted split alive
                 resized = resize_to_32(x)
-                self._resized[key] = (x, resized)
+            with self._lock:
+                self._resized.pop(key, None)
+                self._resized[key] = (weakref.ref(x), resized)  # stored again: a use, newest last
             x = resized
+        if builtin:
+            self._evict(keep=None)
         return x, y
 
     def test_data(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -295,10 +468,13 @@ class ExplorerCore:
         return int(index)
 
     def sample(self, name: str, index: int) -> tuple[torch.Tensor, int]:
-        """Test input ``index`` of the model's test split as a batch of one, and its label."""
+        """Test input ``index`` of the model's test split as a batch of one, and its label.
+
+        A copy, not a view: whoever keeps it (a page fragment's arguments, say) does not keep the whole split.
+        """
         index = self._check_index(name, index)
         x, y = self.test_data(name)
-        return x[index: index + 1], int(y[index])
+        return x[index: index + 1].clone(), int(y[index])
 
     def label_name(self, dataset: str, label: int) -> str:
         """The class name of an integer label."""
