@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from lfx_engine.atomic import atomic_write, remove_stale_parts
-from lfx_engine.config import cache_dir
+from lfx_engine.config import cache_dir, env_megabytes
 from lfx_engine.errors import ParameterError
 
 LOG = logging.getLogger("lfx_engine.cache")
@@ -105,13 +105,7 @@ def is_cached(namespace: str, parts: Mapping[str, Any]) -> bool:
 
 def max_bytes() -> int:
     """The cache's size cap: ``LFX_CACHE_MAX_MB`` (default 5120 MB)."""
-    raw = os.environ.get("LFX_CACHE_MAX_MB", "")
-    try:
-        value = float(raw) if raw else DEFAULT_MAX_MB
-    except ValueError:
-        LOG.warning("LFX_CACHE_MAX_MB=%r is not a number; using %d MB", raw[:40], DEFAULT_MAX_MB)
-        value = DEFAULT_MAX_MB
-    return int(max(value, 1.0) * 2 ** 20)
+    return env_megabytes("LFX_CACHE_MAX_MB", DEFAULT_MAX_MB)
 
 
 def entries(root: Path | None = None) -> list[tuple[Path, int, float]]:

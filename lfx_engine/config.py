@@ -96,6 +96,20 @@ def writable_folder(path: str | os.PathLike | Path, what: str) -> Path:
     return folder.resolve()
 
 
+def env_megabytes(var: str, default_mb: float) -> int:
+    """Bytes from a size setting in MB (``LFX_MEMORY_MB``, ``LFX_CACHE_MAX_MB``): the default when unset or not
+    a number (with a warning), at least 1 MB."""
+    raw = os.environ.get(var, "")
+    try:
+        value = float(raw) if raw else default_mb
+    except ValueError:
+        import logging
+
+        logging.getLogger("lfx_engine").warning("%s=%r is not a number; using %g MB", var, raw[:40], default_mb)
+        value = default_mb
+    return int(max(value, 1.0) * 2 ** 20)
+
+
 def project_files() -> list[Path]:
     """Project files named by ``LFX_PROJECT`` (``os.pathsep``-separated), in order."""
     value = os.environ.get("LFX_PROJECT", "")

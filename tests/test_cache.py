@@ -35,3 +35,18 @@ def test_corrupt_entry_is_recomputed(tmp_path, monkeypatch):
     out = cache.cached("unit", {"k": 1}, lambda: {"v": np.array([7])})
     assert out["v"][0] == 7
     assert cache.load_arrays(path)["v"][0] == 7
+
+
+def test_size_settings_in_megabytes_fall_back_on_nonsense(monkeypatch, caplog) -> None:
+    """One reader for LFX_MEMORY_MB and LFX_CACHE_MAX_MB: MB to bytes, a floor of 1 MB, the default (with a
+    warning) for text that is not a number."""
+    from lfx_engine.cache import max_bytes
+    from lfx_engine.explorer._core import memory_budget
+
+    monkeypatch.setenv("LFX_MEMORY_MB", "512")
+    monkeypatch.setenv("LFX_CACHE_MAX_MB", "0.001")
+    assert memory_budget() == 512 * 2**20 and max_bytes() == 2**20
+    monkeypatch.setenv("LFX_MEMORY_MB", "lots")
+    with caplog.at_level("WARNING"):
+        assert memory_budget() == 4096 * 2**20
+    assert "LFX_MEMORY_MB='lots' is not a number" in caplog.text

@@ -27,7 +27,7 @@ from torch import nn
 
 from lfx_engine import cache
 from lfx_engine.catalogue import BUILTIN_SOURCES, GRADIENT_FREE_FEATURE_METHODS, Catalogue, ModelEntry
-from lfx_engine.config import default_device
+from lfx_engine.config import default_device, env_megabytes
 from lfx_engine.data import (
     balanced_subset_indices,
     baseline,
@@ -47,14 +47,7 @@ DEFAULT_MEMORY_MB = 4096
 
 def memory_budget() -> int:
     """Bytes an explorer may hold in models, dataset splits and derived arrays: ``LFX_MEMORY_MB`` (default 4096 MB)."""
-    import os
-
-    raw = os.environ.get("LFX_MEMORY_MB", "")
-    try:
-        value = float(raw) if raw else DEFAULT_MEMORY_MB
-    except ValueError:
-        value = DEFAULT_MEMORY_MB
-    return int(max(value, 1.0) * 2 ** 20)
+    return env_megabytes("LFX_MEMORY_MB", DEFAULT_MEMORY_MB)
 
 
 def trim_memory() -> None:
