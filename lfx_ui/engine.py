@@ -18,7 +18,7 @@ from lfx_engine.errors import LFXError
 from lfx_engine.explorer import Explorer, ModelChoice
 from lfx_ui import safe, state
 from lfx_ui.jobs import stop_button, stopped_notice  # noqa: F401 - the pages import them from here
-from lfx_ui.sessions import SessionJanitor, session_id
+from lfx_ui.sessions import SessionJanitor, pin_mmap_threshold, session_id
 
 T = TypeVar("T")
 LOG = logging.getLogger("lfx_ui")
@@ -29,6 +29,7 @@ def _shared_engine() -> tuple[Explorer, SessionJanitor]:
     """The process's one engine and the thread that gives its memory back when sessions end."""
     # Streamlit runs each session in a thread: keep torch from oversubscribing the cores.
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+    pin_mmap_threshold()  # large blocks go back whole when sessions end, instead of fragmenting the heap
     explorer = Explorer()
     janitor = SessionJanitor(explorer)
     janitor.start()

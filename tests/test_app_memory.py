@@ -157,6 +157,48 @@ def test_given_back_memory_leaves_the_process(shipped) -> None:
     assert figures["after"] - figures["base"] < 0.25 * grown, figures
 
 
+PIN_SCRIPT = """
+import ctypes, json, os
+from lfx_ui.sessions import pin_mmap_threshold
+
+def rss():
+    with open("/proc/self/status") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith("VmRSS")) / 1024
+
+pinned = pin_mmap_threshold()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+big = libc.malloc(64 * 2 ** 20)
+libc.free(big)  # unpinned, this raises glibc's threshold to 32 MB, and 16 MB blocks then come from the heap
+base = rss()
+blocks = [libc.malloc(16 * 2 ** 20) for _ in range(8)]
+for block in blocks:
+    ctypes.memset(block, 1, 16 * 2 ** 20)
+for block in blocks[:-1]:
+    libc.free(block)  # the last block stays: the heap below it cannot shrink
+print(json.dumps({"pinned": pinned, "left": rss() - base}))
+"""
+
+
+@pytest.mark.parametrize("pin", [True, False])
+def test_the_pinned_mmap_threshold_gives_large_blocks_back(pin: bool) -> None:
+    """Freed large blocks leave the process only with the threshold pinned (glibc's dynamic rise otherwise)."""
+    env = {**os.environ}
+    env.pop("MALLOC_MMAP_THRESHOLD_", None)
+    if not pin:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(32 * 2 ** 20)  # as glibc's rise leaves it; pin_mmap_threshold yields
+    out = subprocess.run([sys.executable, "-c", PIN_SCRIPT], capture_output=True, text=True, timeout=120, env=env,
+                         cwd=REPO_ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    assert figures["pinned"] is pin
+    if pin:
+        assert figures["left"] < 40, figures  # only the block still in use (16 MB)
+    else:
+        assert figures["left"] > 100, figures  # 7 freed blocks of 16 MB held under the live one
+
+
 # ------------------------------------------------------------------------------------------- the sessions' janitor
 def test_the_janitor_closes_ended_sessions_and_gives_back_what_only_they_used(shipped, monkeypatch) -> None:
     from lfx_ui import sessions

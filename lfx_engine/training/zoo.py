@@ -10,7 +10,9 @@ architecture.
 Protocol choices, recorded per entry in the manifest: the held-out set used for
 early stopping is a validation split carved from the training split with a
 fixed seed (``VAL_SPLIT_SEED``), never the test split; minibatches are shuffled;
-each run has its own seed (run r → seed r, ECG seed 42).
+each run has its own seed (run r → seed r, ECG seed 42). Within a pretext run the four tasks also start
+from different seeds (``pretext_seed``: reconstruction r, denoising r + 100, inpainting r + 200,
+classification r + 300), so a shared initialisation cannot raise their cross-task correlations.
 """
 from __future__ import annotations
 
@@ -46,6 +48,8 @@ DATASETS = ("mnist", "cifar10", "cifar100", "ecg5000", "dsprites")
 AE_TASKS = ("reconstruction", "denoising", "inpainting")
 VAE_TASKS = ("betavae", "btcvae")
 BETAS = (1, 5, 10)
+PRETEXT_TASKS = AE_TASKS + ("classification",)
+PRETEXT_SEED_STRIDE = 100
 PathLike = Union[str, os.PathLike]
 
 
@@ -99,6 +103,11 @@ class ZooEntry:
         resolve_arch_kwargs(self.arch, **self.arch_kwargs())
 
 
+def pretext_seed(task: str, run: int) -> int:
+    """The initialisation seed of one pretext model: distinct across the tasks of a run and across runs."""
+    return run + PRETEXT_SEED_STRIDE * PRETEXT_TASKS.index(task)
+
+
 def _build_zoo() -> dict[str, ZooEntry]:
     entries: list[ZooEntry] = []
     image = {
@@ -114,9 +123,11 @@ def _build_zoo() -> dict[str, ZooEntry]:
         for run in range(1, runs + 1):
             for task in AE_TASKS:
                 entries.append(ZooEntry(name=f"{ds}_pretext_{task}_run{run}", experiment="pretext", arch=ae,
-                                        task=task, run=run, seed=run, latent_dim=d, **common))
+                                        task=task, run=run, seed=pretext_seed(task, run), latent_dim=d,
+                                        **common))
             entries.append(ZooEntry(name=f"{ds}_pretext_classification_run{run}", experiment="pretext", arch=clf,
-                                    task="classification", run=run, seed=run, latent_dim=d,
+                                    task="classification", run=run, seed=pretext_seed("classification", run),
+                                    latent_dim=d,
                                     extra_kwargs=clf_kwargs, **common))
         for loss in VAE_TASKS:
             for beta in BETAS:

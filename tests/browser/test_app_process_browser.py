@@ -88,10 +88,12 @@ def _settled(pid: int) -> float:
 
 def test_memory_goes_back_when_the_sessions_end(browser: Browser, fresh_app) -> None:
     proc, url = fresh_app
-    peak = _round(browser, url, proc.pid)
-    first = _settled(proc.pid)
-    assert peak - first > 100, (peak, first)  # MNIST's splits (210 MB) and the rest were given back
-    again = _round(browser, url, proc.pid)
-    second = _settled(proc.pid)
-    assert again - second > 100, (again, second)
-    assert second < first + 60, (first, second)  # a second round of sessions leaves no more behind
+    rounds = []
+    for _ in range(3):
+        peak = _round(browser, url, proc.pid)
+        rounds.append((peak, _settled(proc.pid)))
+    for peak, settled in rounds:
+        assert peak - settled > 100, rounds  # MNIST's splits (210 MB) and the rest were given back
+    first = rounds[0][1]
+    # later rounds of sessions leave no more behind (before the allocator fix, each round left 80 MB more)
+    assert all(settled < first + 40 for _, settled in rounds[1:]), rounds
