@@ -204,7 +204,8 @@ GLOSSARY: dict[str, Term] = {
     "Pearson / Spearman correlation": Term(
         PRETEXT,
         "How alike two encoders' explanations are: Pearson on the values, Spearman on their ranks, pooled over all "
-        "test inputs (|GradientShap| maps, or DKNN scores); the tables show mean ± std over training runs.",
+        "test inputs (|GradientShap| maps, or DKNN scores); the tables show mean ± std over training runs (the "
+        "range, lowest–highest, below 3 runs).",
         "Pretext correlations page (and Encoder vs full model: per-image Pearson)."),
     "Noise ceiling": Term(
         PRETEXT,

@@ -14,10 +14,16 @@ METRIC_TITLES = {"pearson": "Pearson", "spearman": "Spearman", "cosine": "cosine
 
 def correlation_heatmap(frame: pd.DataFrame, heading: str, subtitle: str | None = None,
                         height: int = 300, width: int | None = None) -> alt.LayerChart:
-    """A task × task matrix: colour = mean correlation over runs, text = mean ± std (rect + text)."""
+    """A task × task matrix: colour = mean correlation over runs, text = mean ± std, or mean [range] where the
+    runs are too few for a std (rect + text)."""
     data = frame.copy()
-    data["label"] = [f"{m:.2f} ± {s:.2f}" if np.isfinite(s) else f"{m:.2f}"
-                     for m, s in zip(data["mean"].astype(float), data["std"].astype(float))]
+    low = data["low"] if "low" in data else pd.Series(np.nan, index=data.index)
+    high = data["high"] if "high" in data else pd.Series(np.nan, index=data.index)
+    data["label"] = [f"{m:.2f} ± {s:.2f}" if np.isfinite(s)
+                     else f"{m:.2f} [{lo:.2f}–{hi:.2f}]" if np.isfinite(lo) and lo < hi
+                     else f"{m:.2f}"
+                     for m, s, lo, hi in zip(data["mean"].astype(float), data["std"].astype(float),
+                                             low.astype(float), high.astype(float))]
     data["dark"] = data["mean"].astype(float).abs() > 0.6
     x = alt.X("task_b:N", sort=TASK_ORDER, title=None, axis=alt.Axis(labelAngle=-35, labelOverlap=False))
     y = alt.Y("task_a:N", sort=TASK_ORDER, title=None)

@@ -4,7 +4,7 @@ Four models share one encoder architecture per run: Reconstruction, Denoising an
 Inpainting autoencoders and a Classifier. Their label-free ``|GradientShap|`` maps
 (features) and DKNN scores against the balanced training subset (examples) are
 correlated task by task over a test subset: 4×4 pooled Pearson (or Spearman)
-matrices, mean ± std over the complete runs. Computed by ``run_pretext`` on an
+matrices, mean ± std over the complete runs (the range below 3 runs). Computed by ``run_pretext`` on an
 explicit request (or instantly from the disk cache it shares with
 ``python -m lfx_engine reproduce pretext``). Below: the four encoders' maps for
 the selected sample, and each one's most important training example.
@@ -97,7 +97,8 @@ if result is not None:
         frame = part[part["kind"] == kind]
         chart = sc.correlation_heatmap(
             frame, f"{kind.capitalize()}: {corr.capitalize()}",
-            f"{what}; mean ± std over {n_runs} run(s), n = {result['n_test']:,}")
+            f"{what}; {'mean ± std' if n_runs >= 3 else 'mean [range]'} over {n_runs} run(s), "
+            f"n = {result['n_test']:,}")
         with col:
             st.altair_chart(chart, width="stretch")
             charts.downloads(f"pretext_{dataset}_{kind}_{corr}_n{result['n_test']}", csv=frame, chart=chart,

@@ -230,9 +230,11 @@ def test_pretext_correlations_and_latex(tiny_zoo):
     assert np.allclose(diag["value"], 1.0)
     assert (corr.loc[corr["kind"] == "features", "n_elements"] == 30 * 784).all()
     summary = pd.read_csv(folder / "summary.csv")
-    assert (summary["n_runs"] == 2).all() and summary["std"].notna().all()
+    assert (summary["n_runs"] == 2).all() and summary["std"].isna().all()  # two runs: the range, no std
+    assert (summary["low"] <= summary["mean"]).all() and (summary["mean"] <= summary["high"]).all()
     tex = (folder / "features_pearson.tex").read_text()
-    assert r"$\pm$" in tex and "\\begin{tabular}" in tex
+    assert "mean [range] over 2 run(s)" in tex and "\\begin{tabular}" in tex
+    assert r"$\pm$" not in tex and " [" in tex and "--" in tex
     header = next(line for line in tex.splitlines() if "Reconstruction" in line)
     assert header.index("Reconstruction") < header.index("Denoising") < header.index("Inpainting") \
         < header.index("Classification")

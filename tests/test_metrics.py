@@ -193,14 +193,24 @@ def test_pooled_correlation_matrix() -> None:
 
 
 def test_mean_std_table_and_latex() -> None:
-    mats = [np.array([[1.0, 0.2], [0.2, 1.0]]), np.array([[1.0, 0.4], [0.4, 1.0]])]
+    mats = [np.array([[1.0, 0.2], [0.2, 1.0]]), np.array([[1.0, 0.4], [0.4, 1.0]]), np.array([[1.0, 0.3], [0.3, 1.0]])]
     t1 = mean_std_table(mats, ["Rec", "Cls"])
-    assert t1.loc["Rec", "Cls"] == f"0.30 ± {np.std([0.2, 0.4], ddof=1):.2f}"
-    assert t1.attrs["ddof"] == 1 and t1.attrs["n_runs"] == 2
+    assert t1.loc["Rec", "Cls"] == f"0.30 ± {np.std([0.2, 0.4, 0.3], ddof=1):.2f}"
+    assert t1.attrs["ddof"] == 1 and t1.attrs["n_runs"] == 3
     t0 = mean_std_table(mats, ["Rec", "Cls"], ddof=0)
-    assert t0.loc["Cls", "Rec"] == "0.30 ± 0.10" and t0.loc["Rec", "Rec"] == "1.00 ± 0.00"
+    assert t0.loc["Cls", "Rec"] == f"0.30 ± {np.std([0.2, 0.4, 0.3]):.2f}" and t0.loc["Rec", "Rec"] == "1.00 ± 0.00"
     tex = latex_table(t0, caption="Pearson", label="tab:p")
-    assert r"0.30 $\pm$ 0.10" in tex and r"\begin{tabular}{lcc}" in tex and r"\label{tab:p}" in tex
+    assert r"0.30 $\pm$ 0.08" in tex and r"\begin{tabular}{lcc}" in tex and r"\label{tab:p}" in tex
+
+
+def test_two_runs_give_a_range_not_a_std() -> None:
+    """A "± std" of two runs says little: below three runs the table shows the range, and the std is NaN."""
+    mats = [np.array([[1.0, 0.2], [0.2, 1.0]]), np.array([[1.0, 0.4], [0.4, 1.0]])]
+    table = mean_std_table(mats, ["Rec", "Cls"])
+    assert table.loc["Rec", "Cls"] == "0.30 [0.20–0.40]" and np.isnan(table.attrs["std"][0][1])
+    assert table.attrs["low"][0][1] == 0.2 and table.attrs["high"][0][1] == 0.4
+    assert "0.30 [0.20--0.40]" in latex_table(table)
+    assert mean_std_table(mats[:1], ["Rec", "Cls"]).loc["Rec", "Cls"] == "0.20"
 
 
 def test_masked_pixel_correlation_ignores_dead_pixels() -> None:

@@ -42,6 +42,7 @@ from lfx_engine.experiments.common import (
 )
 from lfx_engine.feature_importance import randomised_copy, unit_attribution
 from lfx_engine.metrics import METRICS, DisentanglementAccumulator
+from lfx_engine.metrics.correlation import MIN_RUNS_FOR_STD
 from lfx_engine.training.quality import MEAN_IMAGE_N, measure, train_mean_image
 
 #: Verdicts of :func:`lfx_engine.metrics.vae_quality.vae_quality`, stored as codes in the cache.
@@ -268,7 +269,7 @@ def run_disvae(
     long = used.melt(id_vars=["model", "loss", "loss_title", "beta", "run"], value_vars=list(METRICS),
                         var_name="metric", value_name="value")
     summary = (long.groupby(["loss", "beta", "metric"], sort=True)["value"]
-               .agg(mean="mean", std=lambda v: v.std(ddof=1) if len(v) > 2 else np.nan, low="min", high="max",
+               .agg(mean="mean", std=lambda v: v.std(ddof=1) if len(v) >= MIN_RUNS_FOR_STD else np.nan, low="min", high="max",
                     n_runs="count")
                .reset_index())
     if len(null):

@@ -78,10 +78,15 @@ def pooled_correlation_matrix(
     return _pearson_rows(rows)
 
 
+#: Fewer runs than this give a range (lowest–highest), not a standard deviation: "± std" of 2 runs says little.
+MIN_RUNS_FOR_STD = 3
+
+
 def mean_std(matrices: Sequence[np.ndarray], ddof: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Element-wise mean and standard deviation over runs (``ddof=1``: sample std)."""
+    """Element-wise mean and standard deviation over runs (``ddof=1``: sample std; NaN below
+    :data:`MIN_RUNS_FOR_STD` runs)."""
     stack = np.stack([np.asarray(m, dtype=np.float64) for m in matrices])
-    if ddof >= stack.shape[0]:
+    if ddof >= stack.shape[0] or stack.shape[0] < MIN_RUNS_FOR_STD:
         std = np.full(stack.shape[1:], np.nan)
     else:
         std = stack.std(axis=0, ddof=ddof)
@@ -94,21 +99,32 @@ def mean_std_table(
     ddof: int = 1,
     decimals: int = 2,
 ) -> pd.DataFrame:
-    """Table of ``"mean ± std"`` strings over runs, rows and columns named by ``labels``.
+    """Table of ``"mean ± std"`` strings over runs, rows and columns named by ``labels``; with fewer than
+    :data:`MIN_RUNS_FOR_STD` runs, ``"mean [lowest–highest]"`` instead.
 
     The default ``ddof=1`` is the sample std; the earlier code used numpy's default
     ``ddof=0``. The choice, the run count and the numeric arrays are kept in
-    ``table.attrs`` (``ddof``, ``n_runs``, ``mean``, ``std``).
+    ``table.attrs`` (``ddof``, ``n_runs``, ``mean``, ``std``, ``low``, ``high``).
     """
     mean, std = mean_std(matrices, ddof)
+    stack = np.stack([np.asarray(m, dtype=np.float64) for m in matrices])
+    low, high = stack.min(axis=0), stack.max(axis=0)
     k = len(labels)
     if mean.shape != (k, k):
         raise ParameterError(f"{k} labels for matrices of shape {mean.shape}")
     fmt = f"{{:.{decimals}f}}"
-    cells = [[f"{fmt.format(mean[i, j])} ± {fmt.format(std[i, j])}" for j in range(k)] for i in range(k)]
+
+    def cell(i: int, j: int) -> str:
+        if np.isfinite(std[i, j]):
+            return f"{fmt.format(mean[i, j])} ± {fmt.format(std[i, j])}"
+        if low[i, j] < high[i, j]:
+            return f"{fmt.format(mean[i, j])} [{fmt.format(low[i, j])}–{fmt.format(high[i, j])}]"
+        return fmt.format(mean[i, j])
+
+    cells = [[cell(i, j) for j in range(k)] for i in range(k)]
     table = pd.DataFrame(cells, index=list(labels), columns=list(labels))
-    table.attrs.update({"ddof": int(ddof), "n_runs": len(matrices),
-                        "mean": mean.tolist(), "std": std.tolist()})
+    table.attrs.update({"ddof": int(ddof), "n_runs": len(matrices), "mean": mean.tolist(), "std": std.tolist(),
+                        "low": low.tolist(), "high": high.tolist()})
     return table
 
 
@@ -120,7 +136,7 @@ def latex_table(table: pd.DataFrame, caption: str | None = None, label: str | No
         for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"),
                      ("#", r"\#"), ("$", r"\$")):
             s = s.replace(a, b)
-        return s.replace("±", r"$\pm$")
+        return s.replace("±", r"$\pm$").replace("–", "--")
 
     cols = "l" + "c" * table.shape[1]
     lines = [r"\begin{table}[t]", r"\centering"]
