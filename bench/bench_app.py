@@ -31,20 +31,20 @@ import datetime as dt
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "browser"))
+sys.path.insert(0, str(REPO))
 
 from helpers import gallery_button, panel_images, sidebar_nav, wait_idle  # noqa: E402
+from lfx_ui import launch  # noqa: E402
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 CHROMIUM = os.environ.get("LFX_CHROMIUM", "/usr/bin/chromium")
@@ -57,33 +57,12 @@ STUDY_PAGES = {"pretext": "mnist_pretext_reconstruction_run1", "disentanglement"
 TIMEOUT_MS = 180_000
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_server(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.address",
-         "127.0.0.1", "--server.port", str(port), "--server.fileWatcherType", "none",
-         "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env={**os.environ, **env}, stdout=open(log, "w"), stderr=subprocess.STDOUT)  # noqa: SIM115
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"streamlit exited early; see {log}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
-                if answer.read().decode().strip() == "ok":
-                    return proc, url
-        except OSError:
-            pass
-        time.sleep(0.2)  # polling the server socket
-    proc.terminate()
-    raise SystemExit("streamlit did not become healthy in 120 s")
+    """The app of this checkout on a free port, healthy."""
+    try:
+        return launch.start(REPO, env, log)
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def page_url(base: str, page: str, dataset: str, model: str, sample: int) -> str:
@@ -213,30 +192,9 @@ def export_tree(ref: str, work: Path) -> Path:
     return folder
 
 
-def launch(tree: Path, env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
+def launch_tree(tree: Path, env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
     """``streamlit run app.py`` of ``tree`` (its own packages first on the path) on a free port; not waited for."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.address",
-         "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-        cwd=tree, env={**os.environ, **env, "PYTHONPATH": str(tree)},
-        stdout=open(log, "w"), stderr=subprocess.STDOUT)  # noqa: SIM115
-    return proc, f"http://127.0.0.1:{port}"
-
-
-def wait_healthy(proc: subprocess.Popen, url: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit("streamlit exited early")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
-                if answer.read().decode().strip() == "ok":
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)  # polling the server socket
-    raise SystemExit(f"streamlit did not become healthy in {timeout:.0f} s")
+    return launch.launch(tree, {**env, "PYTHONPATH": str(tree)}, log)
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -261,9 +219,9 @@ def server_start(browser, tree: Path, env: dict[str, str], log: Path, full: bool
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     start = time.perf_counter()
-    proc, url = launch(tree, env, log)
+    proc, url = launch_tree(tree, env, log)
     try:
-        wait_healthy(proc, url)
+        launch.wait_healthy(url, proc, poll_s=0.05)
         out = {"healthy": time.perf_counter() - start}
         page.goto(url)
         page.wait_for_function(MAIN_HAS_TEXT, timeout=TIMEOUT_MS, polling=20)
@@ -312,9 +270,9 @@ def session_memory(browser, tree: Path, env: dict[str, str], log: Path, settle_s
     """Server RSS (MB): started, after one Home visit, once the pages' code is loaded (WARM_UP, then
     ``settle_s``), at the peak of len(SESSIONS) sessions opened and closed one after the other (each a new
     browser context on another model), right after the last closed, and ``settle_s`` later."""
-    proc, url = launch(tree, env, log)
+    proc, url = launch_tree(tree, env, log)
     try:
-        wait_healthy(proc, url)
+        launch.wait_healthy(url, proc, poll_s=0.05)
         out = {"started": rss_mb(proc.pid)}
         visit(browser, url, "home", "", "")
         out["one home visit"] = rss_mb(proc.pid)
@@ -388,21 +346,9 @@ def streamlit_floor(browser, work: Path, repeats: int) -> list[float]:
     """New-tab render of a two-line Streamlit app on this machine: the framework's own floor."""
     folder = Path(tempfile.mkdtemp(prefix="hello_", dir=work))
     (folder / "app.py").write_text('import streamlit as st\nst.title("Hello")\nst.write("floor")\n')
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.address",
-         "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-        cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = launch.launch(folder, {})
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
-                    if answer.read().decode().strip() == "ok":
-                        break
-            except OSError:
-                time.sleep(0.2)  # polling the server socket
+        launch.wait_healthy(url, proc, timeout=60)
         context = browser.new_context()
         times = []
         for i in range(repeats + 1):

@@ -9,6 +9,7 @@ from pathlib import Path
 from lfx_engine.catalogue import VIEWS, Catalogue
 from lfx_engine.config import REPO_ROOT, in_checkout
 from lfx_engine.errors import ParameterError
+from lfx_ui.launch import streamlit_command  # stdlib only: launching the app imports no Streamlit
 
 VIEW_TITLES = {"saliency": "saliency", "masking": "masking", "examples": "top examples", "tracin": "TracIn",
                "influence": "influence", "disentanglement": "unit maps", "lucent": "lucent"}
@@ -77,10 +78,7 @@ def run_serve(args: argparse.Namespace) -> int:
     if problems:
         print(f"{problems} problem(s): those entries are listed in the app with their problem; the rest work")
     env = {**os.environ, "LFX_PROJECT": os.pathsep.join(str(p) for p in paths)}
-    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
-               "--browser.gatherUsageStats", "false", "--server.port", str(args.port)]
-    if args.address:
-        command += ["--server.address", args.address]
+    command = streamlit_command(app, args.port, args.address, watch_files=True)
     print(f"LFX Explorer on http://{args.address or 'localhost'}:{args.port} (Ctrl-C stops it)", flush=True)
     # become the server (no child process): a SIGTERM to `lfx serve` (a service manager, a container stop, a
     # test's teardown) then stops Streamlit itself instead of leaving it running orphaned

@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from browser.tiny_zoo import ENTRIES, STUDY_ENTRIES, build_tiny_zoo, find_real_data
+from lfx_ui import launch
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -50,28 +47,6 @@ def browser_context_args(browser_context_args):
     return {**browser_context_args, "viewport": {"width": 1400, "height": 1000}}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> None:
-    """Poll ``/_stcore/health`` until it answers ``ok`` (the process must stay alive)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited early with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
-                if answer.read().decode().strip() == "ok":
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)  # polling a server socket, not waiting on the page
-    raise RuntimeError(f"streamlit did not become healthy within {timeout:.0f} s")
-
-
 @pytest.fixture(scope="session")
 def app_env(tmp_path_factory) -> dict[str, str]:
     """Environment of the app under test: the tiny zoo, a private cache, the real data."""
@@ -84,31 +59,11 @@ def app_env(tmp_path_factory) -> dict[str, str]:
 
 
 def start_app(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen, str]:
-    """Start ``streamlit run app.py`` on a free port; returns (process, base URL)."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = open(log_path, "w")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--server.fileWatcherType", "none",
-         "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env={**os.environ, **env, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},
-        stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_healthy(url, proc)
-    except Exception:
-        stop_app(proc)
-        raise RuntimeError(f"the app did not start; its log:\n{log_path.read_text()[-3000:]}") from None
-    return proc, url
+    """Start ``streamlit run app.py`` on a free port, one torch thread; returns (process, base URL)."""
+    return launch.start(REPO, {**env, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}, log_path)
 
 
-def stop_app(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+stop_app = launch.stop
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,8 @@ import urllib.request
 import pytest
 from playwright.sync_api import Page, expect
 
-from browser.conftest import REPO, _chromium_available, free_port, stop_app, wait_healthy
+from browser.conftest import REPO, _chromium_available, stop_app
+from lfx_ui.launch import free_port, wait_healthy
 from browser.helpers import TIMEOUT_MS, gallery_button, open_page, panel_images, select_option, snapshot, wait_idle
 from browser.tiny_zoo import find_real_data
 from project_fixture import build_example_project
