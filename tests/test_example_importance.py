@@ -669,6 +669,36 @@ def test_factored_gradients_give_the_exact_dot_products() -> None:
         assert torch.allclose(got, expected, rtol=1e-4, atol=1e-6 * expected.abs().max()), budget
 
 
+def test_weight_only_layers_stay_factored_and_exact() -> None:
+    """Explaining a layer's weight without its bias (TracInCPFast's final-layer weights) keeps the factored form,
+    without the bias's column of ones, and gives the explicit weight-gradient dot products."""
+    from lfx_engine.example_importance.factored import factorable_linears, factored_grads, pairwise, row_width
+
+    torch.manual_seed(10)
+    model = MixedEncoderAE().eval()
+    x_a, x_b = torch.rand(6, 1, 8, 8), torch.rand(4, 1, 8, 8)
+    names = {"encoder.out.weight", "encoder.b.weight", "encoder.b.bias"}
+    layers = factorable_linears(model, names, x_a[:2])
+    assert {n: with_bias for n, (_, with_bias) in layers.items()} == {"encoder.out": False, "encoder.b": True}
+    out, b = model.encoder["out"], model.encoder["b"]
+    assert row_width(0, list(layers.values())) == out.in_features + out.out_features + b.in_features + 1 \
+        + b.out_features
+    rows_a = factored_grads(model, x_a, mse_per_example, lambda n: n in names, layers, 4, torch.device("cpu"))
+    rows_b = factored_grads(model, x_b, mse_per_example, lambda n: n in names, layers, 4, torch.device("cpu"))
+    assert rows_a.dense.shape == (6, 0)
+
+    def explicit(x: torch.Tensor) -> torch.Tensor:
+        params = [p for n, p in model.named_parameters() if n in names]
+        return torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(
+            mse_per_example(model(x[i:i + 1]), x[i:i + 1]).sum(), params)]) for i in range(len(x))])
+
+    expected = explicit(x_a) @ explicit(x_b).T
+    assert torch.allclose(pairwise(rows_a, rows_b), expected, rtol=1e-4, atol=1e-6 * expected.abs().max())
+    got = tracin_scores(model, [copy.deepcopy(model.state_dict())], x_b, x_a, batch_size=3,
+                        param_filter=lambda n: n in names)
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-6 * expected.abs().max())
+
+
 @pytest.mark.parametrize("mode", ["full", "latent"])
 def test_batch_hessian_split_into_parts_gives_the_same_products(mode: str) -> None:
     model = conv_model().eval()

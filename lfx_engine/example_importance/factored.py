@@ -3,8 +3,9 @@
 For an ``nn.Linear`` applied once to a batch of vectors, example ``i``'s weight
 gradient is the outer product ``δ_i a_iᵀ`` of the gradient at the layer's
 output and its input (and ``δ_i`` for the bias). Two such gradients have the
-dot product ``(δ_i·δ_j)(a_i·a_j + 1)``, so the layer needs ``in + out + 1``
-numbers per example instead of ``in × out``. TracIn only needs dot products:
+dot product ``(δ_i·δ_j)(a_i·a_j + 1)`` (without the ``+ 1`` when only the weight
+is explained, as TracInCPFast's final-layer weights), so the layer needs
+``in + out + 1`` numbers per example instead of ``in × out``. TracIn only needs dot products:
 keeping the linear layers in this form and only the other parameters (conv,
 norm, recurrent) as explicit rows shrinks each row about sevenfold for the
 MNIST encoder, so many more rows fit in a memory budget, with the same scores.
@@ -16,6 +17,7 @@ loss at a layer's output is example ``i``'s own ``δ_i``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -41,6 +43,13 @@ class FactoredRows:
         return out
 
 
+class FactorLayer(NamedTuple):
+    """A linear layer kept as factors, and whether its bias is among the explained parameters."""
+
+    module: nn.Linear
+    with_bias: bool
+
+
 def pairwise(left: torch.Tensor | FactoredRows, right: torch.Tensor | FactoredRows) -> torch.Tensor:
     """Dot products of every row of ``left`` with every row of ``right``."""
     if isinstance(left, FactoredRows):
@@ -48,39 +57,39 @@ def pairwise(left: torch.Tensor | FactoredRows, right: torch.Tensor | FactoredRo
     return left @ right.T
 
 
-def factored_names(layers: dict[str, nn.Linear]) -> set[str]:
+def factored_names(layers: dict[str, FactorLayer]) -> set[str]:
     """Names of the parameters that ``layers`` hold (kept as factors, not as explicit columns)."""
-    return {f"{name}.{p}" for name, m in layers.items() for p, _ in m.named_parameters(recurse=False)}
+    return {f"{name}.weight" for name in layers} | {f"{name}.bias" for name, layer in layers.items()
+                                                   if layer.with_bias}
 
 
-def row_width(n_dense: int, layers: list[nn.Linear]) -> int:
-    """Numbers stored per example: the dense columns and each layer's ``in + 1 + out``."""
-    return n_dense + sum(m.in_features + 1 + m.out_features for m in layers)
+def row_width(n_dense: int, layers: list[FactorLayer]) -> int:
+    """Numbers stored per example: the dense columns and each layer's ``in (+ 1 for the bias) + out``."""
+    return n_dense + sum(m.in_features + int(with_bias) + m.out_features for m, with_bias in layers)
 
 
-def factorable_linears(model: nn.Module, names: set[str], probe: torch.Tensor) -> dict[str, nn.Linear]:
-    """The ``nn.Linear`` modules whose parameters are all in ``names`` and that run once on ``(B, in)`` inputs."""
+def factorable_linears(model: nn.Module, names: set[str], probe: torch.Tensor) -> dict[str, FactorLayer]:
+    """The ``nn.Linear`` modules whose weight is in ``names`` (their bias with it, or left out) and that run
+    once on ``(B, in)`` inputs."""
     candidates = {}
     for mname, module in model.named_modules():
-        if type(module) is not nn.Linear:
+        if type(module) is not nn.Linear or f"{mname}.weight" not in names:
             continue
-        own = {f"{mname}.{p}" for p, _ in module.named_parameters(recurse=False)}
-        if own and own <= names:
-            candidates[mname] = module
+        candidates[mname] = FactorLayer(module, module.bias is not None and f"{mname}.bias" in names)
     calls: dict[str, list[tuple[int, int]]] = {name: [] for name in candidates}
     handles = [m.register_forward_hook(lambda m, inp, out, n=name: calls[n].append((inp[0].dim(), out.dim())))
-               for name, m in candidates.items()]
+               for name, (m, _) in candidates.items()]
     try:
         with torch.no_grad():
             model(probe)
     finally:
         for handle in handles:
             handle.remove()
-    return {name: m for name, m in candidates.items() if calls[name] == [(2, 2)]}
+    return {name: layer for name, layer in candidates.items() if calls[name] == [(2, 2)]}
 
 
 def factored_grads(model: nn.Module, x: torch.Tensor, loss_fn: LossFn, param_filter: ParamFilter,
-                   layers: dict[str, nn.Linear], batch_size: int, device: torch.device) -> FactoredRows:
+                   layers: dict[str, FactorLayer], batch_size: int, device: torch.device) -> FactoredRows:
     """Per-example loss gradients of ``x`` with ``layers`` as factors; the model must be in eval mode."""
     factored = factored_names(layers)
     if _has_other(model, param_filter, factored):
@@ -101,8 +110,8 @@ def _has_other(model: nn.Module, param_filter: ParamFilter, factored: set[str]) 
 
 
 def _batch_factors(model: nn.Module, xb: torch.Tensor, loss_fn: LossFn,
-                   layers: dict[str, nn.Linear]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``(inputs [with a column of ones for the bias], output gradients)`` of each layer for one batch."""
+                   layers: dict[str, FactorLayer]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(inputs [with a column of ones for an explained bias], output gradients)`` of each layer for one batch."""
     inputs: dict[str, torch.Tensor] = {}
     outputs: dict[str, torch.Tensor] = {}
 
@@ -111,7 +120,7 @@ def _batch_factors(model: nn.Module, xb: torch.Tensor, loss_fn: LossFn,
             inputs[name], outputs[name] = inp[0].detach(), out
         return capture
 
-    handles = [m.register_forward_hook(hook(name)) for name, m in layers.items()]
+    handles = [m.register_forward_hook(hook(name)) for name, (m, _) in layers.items()]
     try:
         with torch.enable_grad():
             xg = xb.detach().requires_grad_(xb.is_floating_point())
@@ -121,9 +130,9 @@ def _batch_factors(model: nn.Module, xb: torch.Tensor, loss_fn: LossFn,
         for handle in handles:
             handle.remove()
     result = []
-    for (name, module), delta in zip(layers.items(), deltas):
+    for (name, (_, with_bias)), delta in zip(layers.items(), deltas):
         a = inputs[name].float()
-        if module.bias is not None:
+        if with_bias:
             a = torch.cat([a, torch.ones(len(a), 1, device=a.device)], dim=1)
         d = torch.zeros_like(outputs[name]) if delta is None else delta
         result.append((a, d.detach().float()))

@@ -31,7 +31,7 @@ from torch import nn
 
 from ..errors import ParameterError
 from ._common import Progress, eval_on, has_rnn, report, resolve_device
-from .factored import factorable_linears, factored_grads, factored_names
+from .factored import FactorLayer, factorable_linears, factored_grads, factored_names
 from .gradients import LossFn, _grads_on_device, is_encoder_param, mse_per_example, selected_parameters
 from .influence import BatchHessian, _lissa_transposed, draw_minibatches, latent_curvature, latent_mode_applies
 from .latent import cosine_scores, dknn_scores, encode
@@ -144,7 +144,7 @@ class GradientFeatureMap:
     """
 
     names: list[str]
-    layers: dict[str, nn.Linear]
+    layers: dict[str, FactorLayer]
     dense: list[str]
     projection_dim: int | None
     seed: int = 0
@@ -177,8 +177,8 @@ class GradientFeatureMap:
         """Numbers per feature row."""
         n_dense = self.n_dense(model)
         dense = n_dense if self.projection_dim is None else min(n_dense, self.projection_dim)
-        return dense + sum(self._side(m.out_features) * self._side(m.in_features + (m.bias is not None))
-                           for m in self.layers.values())
+        return dense + sum(self._side(m.out_features) * self._side(m.in_features + with_bias)
+                           for m, with_bias in self.layers.values())
 
     def rows(self, model: nn.Module, x: torch.Tensor, loss_fn: LossFn, batch_size: int,
              device: torch.device) -> torch.Tensor:
@@ -189,7 +189,7 @@ class GradientFeatureMap:
             return self._project_dense(dense, device)
         rows = factored_grads(model, x, loss_fn, lambda n: n in set(self.names), self.layers, batch_size, device)
         parts = [self._project_dense(rows.dense, device)] if self.dense else []
-        for (name, module), (a, d) in zip(self.layers.items(), rows.factors):
+        for name, (a, d) in zip(self.layers, rows.factors):
             d_side = self._project(f"{name}.out", d, device)
             a_side = self._project(f"{name}.in", a, device)
             parts.append((d_side[:, :, None] * a_side[:, None, :]).reshape(len(x), -1))
@@ -221,10 +221,10 @@ class GradientFeatureMap:
         if self.dense:
             dense = torch.cat([flat[:, offsets[n][0]:offsets[n][1]] for n in self.dense], dim=1)
             pieces.append(self._project_dense(dense, device))
-        for name, module in self.layers.items():
+        for name, (module, with_bias) in self.layers.items():
             w0, w1 = offsets[f"{name}.weight"]
             blocks = [flat[:, w0:w1].reshape(len(flat), module.out_features, module.in_features)]
-            if module.bias is not None:
+            if with_bias:
                 b0, b1 = offsets[f"{name}.bias"]
                 blocks.append(flat[:, b0:b1].reshape(len(flat), module.out_features, 1))
             full = torch.cat(blocks, dim=2)  # (n, out, in + 1)
