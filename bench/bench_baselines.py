@@ -401,11 +401,13 @@ def tracin_section(ctx: dict[str, Any], s: Sizes, lim: Limits) -> list[Row]:
         return k.startswith(f"{last}.")
 
     (ref_w, fast, rand_proj, biased), (m_w, m_fast, m_rp, m_b) = best_of(
-        [lambda: tracin_scores(model, paths, xtr, xte, loss_fn=loss_fn, param_filter=lambda k: k == weight),
+        [lambda: tracin_scores(model, paths, xtr, xte, loss_fn=loss_fn, param_filter=lambda k: k == weight,
+                               batch_size=256),
          captum_fast, captum_rand_proj,
-         lambda: tracin_scores(model, paths, xtr, xte, loss_fn=loss_fn, param_filter=with_bias)], s.repeats)
+         lambda: tracin_scores(model, paths, xtr, xte, loss_fn=loss_fn, param_filter=with_bias, batch_size=256)],
+        s.repeats)
     best = f"best of {s.repeats}"
-    rows.append(Row(fam, "TracIn", f"ours `tracin_scores(param_filter={weight!r})`", size, p_w, m_w,
+    rows.append(Row(fam, "TracIn", f"ours `tracin_scores(param_filter={weight!r})`, batch 256", size, p_w, m_w,
                     "ours exact (this subset)", 1.0, 1.0, fast_limit, ours=True, note=best))
     rows.append(Row(fam, "TracIn", "captum `TracInCPFast` (final_fc_layer = encoder.lin.2), batch 256", size, p_w,
                     m_fast, "ours exact (this subset)", *agreement(fast, ref_w), fast_limit, note=best))
@@ -421,10 +423,10 @@ def tracin_section(ctx: dict[str, Any], s: Sizes, lim: Limits) -> list[Row]:
                     p_w, m, "ours exact (this subset)", None, top,
                     lim.work(fb=c * n_te, macs=c * n_te * n_tr * p_w), compare=False,
                     note="context: a query against stored embeddings; ours has no last-layer-only fitted index"))
-    rows.append(Row(fam, "TracIn", f"ours `tracin_scores(param_filter='{last}.*')` (weight + bias)", size,
+    rows.append(Row(fam, "TracIn", f"ours `tracin_scores(param_filter='{last}.*')` (weight + bias), batch 256", size,
                     p_w + model.get_parameter(f"{last}.bias").numel(), m_b, "ours exact (this subset)",
-                    *agreement(biased, ref_w), None, note=f"context: with the bias the layer is kept as gradient "
-                    f"factors (one batched pass); weight alone takes the per-example path; {best}"))
+                    *agreement(biased, ref_w), None, note=f"context: with or without the bias the layer is kept as "
+                    f"gradient factors (one batched pass); the bias adds a column of ones; {best}"))
     out, m = run(lambda: ix.fit("tracin", model, xtr, params={"projection_dim": None}, **common).score(xte))
     rows.append(Row(fam, "TracIn", "ours `fit` exact (all encoder parameters)", size, p_all, m,
                     "ours exact (this subset)", *agreement(out, ref_w), None,
