@@ -112,3 +112,33 @@ def encoder_vs_full_bars(summary: pd.DataFrame, ours_label: str, heading: str,
     errors = base.mark_errorbar(ticks=True, color="#111827").encode(y=alt.Y("low:Q", title=y_title), y2="high:Q")
     return alt.layer(bars, errors).properties(height=height, title=alt.TitleParams(
         heading, subtitle="bars: mean over classifiers of the per-image Pearson · whiskers: ± 1.96·SEM"))
+
+
+def noise_ceiling_table(against: pd.DataFrame, ceiling: pd.DataFrame, correlation: str) -> pd.DataFrame:
+    """One row per cross-task pair (features, then examples): its correlation over the runs, both tasks' noise
+    ceilings (the same task across runs) and the engine's verdict, as display text."""
+    columns = ["explanations", "pair", "cross-task, mean [runs' range]", "ceiling of the first task",
+               "ceiling of the second task", "verdict"]
+    if against.empty or ceiling.empty:
+        return pd.DataFrame(columns=columns)
+    own = ceiling[ceiling["correlation"] == correlation]
+
+    def spread(task: str, kind: str) -> str:
+        values = own[(own["task"] == task) & (own["kind"] == kind)]["value"].astype(float)
+        if values.empty:
+            return "—"
+        return f"{values.mean():.2f} [{values.min():.2f}–{values.max():.2f}]"
+
+    rows = []
+    part = against[against["correlation"] == correlation].copy()
+    part["order"] = part["kind"].map({"features": 0, "examples": 1})
+    part["first"] = [min((a, b), key=TASK_ORDER.index) for a, b in zip(part["task_a"], part["task_b"])]
+    part["second"] = [max((a, b), key=TASK_ORDER.index) for a, b in zip(part["task_a"], part["task_b"])]
+    part = part.sort_values(["order", "first", "second"], key=lambda col: col.map(
+        lambda v: TASK_ORDER.index(v) if v in TASK_ORDER else v))
+    for r in part.itertuples():
+        rows.append({"explanations": r.kind, "pair": f"{r.first} – {r.second}",
+                     "cross-task, mean [runs' range]": f"{r.cross_mean:.2f} [{r.cross_low:.2f}–{r.cross_high:.2f}]",
+                     "ceiling of the first task": spread(r.first, r.kind),
+                     "ceiling of the second task": spread(r.second, r.kind), "verdict": r.verdict})
+    return pd.DataFrame(rows, columns=columns)

@@ -111,6 +111,20 @@ if result is not None:
                    help="Average correlation between different tasks; 1 would mean the tasks explain alike.")
     metric_cols[2].metric("Complete runs", n_runs)
     metric_cols[3].metric("Test inputs", f"{result['n_test']:,}")
+    st.markdown("**Against the noise ceiling**")
+    table = sc.noise_ceiling_table(result.get("against_ceiling", pd.DataFrame()),
+                                   result.get("noise_ceiling", pd.DataFrame()), corr)
+    if table.empty:
+        st.info("The noise ceiling (each task against itself across runs) needs at least two complete runs.",
+                icon=":material/info:")
+    else:
+        st.caption("Two encoders of the **same** task, trained with different seeds, do not explain alike either. "
+                   "A pair of tasks is *below the noise ceiling* only when every run's cross-task correlation lies "
+                   "below every same-task correlation of both tasks; otherwise the difference is not resolved. "
+                   "Ceilings: mean [range] over the pairs of runs.")
+        st.dataframe(table, hide_index=True, width="stretch")
+        charts.downloads(f"pretext_{dataset}_noise_ceiling_{corr}_n{result['n_test']}", csv=table,
+                         key="pre_ceiling")
     study.notes(result["notes"])
     with st.expander("Per-run matrices (table)"):
         st.dataframe(result["correlations"], hide_index=True, width="stretch")

@@ -98,6 +98,11 @@ def test_pretext_page_computes_heatmaps_and_shows_the_four_encoders() -> None:
     for kind in ("features", "examples"):
         assert -1.0 <= float(values[f"Mean off-diagonal ({kind})"]) <= 1.0
     assert {"CSV", "PNG"} <= set(downloads(at))
+    # the noise ceiling: each pair of tasks against both tasks' same-task correlations, with the engine's verdict
+    ceiling = next(d.value for d in at.dataframe if "verdict" in d.value.columns)
+    assert len(ceiling) == 12 and list(ceiling["explanations"][:6]) == ["features"] * 6
+    assert set(ceiling["verdict"]) <= {"below the noise ceiling", "within the noise", "not resolved"}
+    assert ceiling["pair"].iloc[0] == "Reconstruction – Denoising" and "[" in ceiling["ceiling of the first task"][0]
     # Spearman and the second run come from the cache / immediately, with no button
     at.radio(key="pre_corr").set_value("spearman").run()
     ok(at)

@@ -23,3 +23,23 @@ def test_heatmap_labels_follow_the_number_of_runs() -> None:
     assert _labels(correlation_heatmap(_frame(2, np.nan, 0.2, 0.4), "x")) == ["0.30 [0.20–0.40]"]
     assert _labels(correlation_heatmap(_frame(1, np.nan, 0.3, 0.3), "x")) == ["0.30"]
     assert _labels(correlation_heatmap(_frame(2, np.nan), "x")) == ["0.30"]  # results cached before the range
+
+
+def test_noise_ceiling_table_orders_pairs_and_shows_ranges() -> None:
+    from lfx_ui.study_charts import noise_ceiling_table
+
+    against = pd.DataFrame([
+        {"kind": "examples", "correlation": "pearson", "task_a": "Classification", "task_b": "Denoising",
+         "cross_mean": 0.1, "cross_low": 0.05, "cross_high": 0.15, "verdict": "below the noise ceiling"},
+        {"kind": "features", "correlation": "pearson", "task_a": "Inpainting", "task_b": "Denoising",
+         "cross_mean": 0.5, "cross_low": 0.4, "cross_high": 0.6, "verdict": "not resolved"}])
+    ceiling = pd.DataFrame([{"kind": k, "correlation": "pearson", "task": t, "value": v}
+                            for k in ("features", "examples") for t, v in
+                            (("Denoising", 0.7), ("Denoising", 0.5), ("Inpainting", 0.6), ("Classification", 0.3))])
+    table = noise_ceiling_table(against, ceiling, "pearson")
+    assert list(table["explanations"]) == ["features", "examples"]
+    assert list(table["pair"]) == ["Denoising – Inpainting", "Denoising – Classification"]
+    assert table["ceiling of the first task"][0] == "0.60 [0.50–0.70]" and table["verdict"][1].startswith("below")
+    assert table["cross-task, mean [runs' range]"][0] == "0.50 [0.40–0.60]"
+    assert noise_ceiling_table(against, ceiling.iloc[:0], "pearson").empty  # one run: no ceiling
+    assert noise_ceiling_table(against, ceiling, "spearman").empty

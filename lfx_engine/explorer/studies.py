@@ -68,7 +68,8 @@ class StudyViews(FeatureViews):
 
         runs, _ = self.pretext_runs(dataset)
         names = [entry_name(dataset, t, r) for r in runs for t in TASKS]
-        return self._study_key("pretext", names, dataset=dataset, n_test=n_test, n_train=n_train) if runs else None
+        return (self._study_key("pretext", names, dataset=dataset, n_test=n_test, n_train=n_train,
+                                tables="summary+ceiling") if runs else None)
 
     def pretext_cached(self, dataset: str, n_test: int | None = 500, n_train: int = 1000) -> bool:
         """Whether :meth:`pretext_study` for these arguments is on disk (instant)."""
@@ -79,8 +80,10 @@ class StudyViews(FeatureViews):
                       progress: Progress = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
         """METHOD §7.3 on the first ``n_test`` test inputs (None: all), over every complete run; cached.
 
-        Returns ``summary`` (kind, correlation, task_a, task_b, mean, std, n_runs), ``correlations``
-        (one row per run and cell), ``notes`` (list of str) and ``n_test`` (inputs used).
+        Returns ``summary`` (kind, correlation, task_a, task_b, mean, std, low, high, n_runs), ``correlations``
+        (one row per run and cell), ``noise_ceiling`` (each task against itself, one row per pair of runs),
+        ``against_ceiling`` (each cross-task pair against both tasks' ceilings, with a verdict), ``notes`` (list
+        of str) and ``n_test`` (inputs used).
         """
         from lfx_engine.experiments.pretext import run_pretext
 
@@ -93,11 +96,15 @@ class StudyViews(FeatureViews):
             _close_figures(result.figures)
             return (_frame_to_arrays("summary__", result.tables["summary"])
                     | _frame_to_arrays("correlations__", result.tables["correlations"])
+                    | _frame_to_arrays("ceiling__", result.tables["noise_ceiling"])
+                    | _frame_to_arrays("against__", result.tables["against_ceiling"])
                     | {"notes": np.array(result.notes, dtype=str), "n_test": np.array(result.params["n_test"])})
 
         arrays = cache.cached("study_pretext", key, compute)
         return {"summary": _arrays_to_frame("summary__", arrays),
                 "correlations": _arrays_to_frame("correlations__", arrays),
+                "noise_ceiling": _arrays_to_frame("ceiling__", arrays),
+                "against_ceiling": _arrays_to_frame("against__", arrays),
                 "notes": [str(n) for n in arrays["notes"]], "n_test": int(arrays["n_test"])}
 
     def vae_models(self, dataset: str | None = None, source: str | None = None) -> list[ModelChoice]:
