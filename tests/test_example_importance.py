@@ -192,6 +192,10 @@ def test_per_example_grads_match_autograd_loop_and_restore_mode() -> None:
     assert torch.allclose(grads, expected, atol=1e-6, rtol=1e-4)
     loop = per_example_grads(model, x, batch_size=4, method="loop")
     assert torch.allclose(loop, expected, atol=1e-6, rtol=1e-4)
+    # a batch of one (a query, or the last block of 9 by 4) takes the plain autograd call in "auto"
+    one = per_example_grads(model, x[:9], batch_size=4)
+    assert torch.allclose(one, expected[:9], atol=1e-6, rtol=1e-4)
+    assert torch.allclose(per_example_grads(model, x[3:4]), expected[3:4], atol=1e-6, rtol=1e-4)
 
 
 def test_per_example_grads_lstm_and_l1_loss() -> None:

