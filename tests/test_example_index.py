@@ -150,6 +150,22 @@ def test_gauss_newton_index_solves_once_and_equals_the_subset_gauss_newton(monke
     assert ix._index_hessian(model, x_train[:4], "auto", width) == "gauss_newton"
 
 
+def test_a_few_queries_multiply_the_float16_rows_directly_with_the_same_scores() -> None:
+    """One clicked sample skips the float32 conversion of the stored rows; a batch converts them by chunks."""
+    torch.manual_seed(3)
+    features = torch.randn(9000, 64) * 1e-3
+    arrays = ix._stored(features, 0, quantise=True)
+    assert arrays["features_0"].dtype == np.float16
+    few, many = torch.randn(ix.HALF_QUERY_ROWS, 64) * 40, torch.randn(ix.HALF_QUERY_ROWS + 1, 64) * 40
+    for test in (few, many, few[:1]):
+        got, exact = ix._products(test, arrays, 0), test @ features.T
+        assert got.dtype == torch.float32 and got.shape == exact.shape
+        assert (got - exact).abs().max() <= 2e-3 * exact.abs().max()
+    # the two paths agree with each other on the same rows
+    assert torch.allclose(ix._products(few, arrays, 0), ix._products(torch.cat([few, many[:1]]), arrays, 0)[:-1],
+                          rtol=0, atol=2e-3 * float((few @ features.T).abs().max()))
+
+
 def test_feature_map_of_full_vectors_matches_the_per_example_rows() -> None:
     """``vector`` (used for solved IF vectors) and ``rows`` are the same linear map of the gradient."""
     model = WideAE().eval()

@@ -254,6 +254,7 @@ class ExampleIndex:
     device: torch.device | str | None = None
     _work: nn.Module | None = field(default=None, init=False, repr=False)
     _fmap: GradientFeatureMap | None = field(default=None, init=False, repr=False)
+    _weights: list[Mapping[str, torch.Tensor]] | None = field(default=None, init=False, repr=False)
 
     @property
     def n_train(self) -> int:
@@ -289,10 +290,10 @@ class ExampleIndex:
         if self._work is None:  # a private copy (checkpoints are loaded into it) and its feature map, made once:
             self._work = copy.deepcopy(self.model)  # the projection matrices are drawn once per index, not per query
             self._fmap = _feature_map(self._work, x[:2].to(dev), self.params)
-        model, fmap = self._work, self._fmap
-        assert fmap is not None
+            self._weights = _states(self.method, self._work, self.checkpoints)  # read from disk once, not per query
+        model, fmap, states = self._work, self._fmap, self._weights
+        assert fmap is not None and states is not None
         scores = torch.zeros(len(x), self.n_train)
-        states = _states(self.method, model, self.checkpoints)
         with eval_on(model, dev, restore_weights=True):
             for c, state in enumerate(states):
                 model.load_state_dict(state)
@@ -345,6 +346,9 @@ def _stored(features: torch.Tensor, c: int, quantise: bool) -> dict[str, np.ndar
 
 #: Stored feature rows turned into float32 at a time when scoring (a reused buffer that stays in cache).
 SCORE_CHUNK_ROWS = 4096
+#: Up to this many test rows (a clicked sample) are multiplied with the float16 rows directly, with no
+#: conversion (measured 4.6 against 6-9 ms per checkpoint over 60,000 rows × 256).
+HALF_QUERY_ROWS = 8
 
 
 def _products(test: torch.Tensor, arrays: Mapping[str, np.ndarray], c: int) -> torch.Tensor:
@@ -352,11 +356,17 @@ def _products(test: torch.Tensor, arrays: Mapping[str, np.ndarray], c: int) -> t
 
     The float16 rows are converted a chunk at a time into one reused float32 buffer: converting the whole split
     at once wrote a fresh float32 copy of it per query, which cost several times the products themselves.
-    The scale multiplies the few test rows rather than the split.
+    A few test rows multiply the float16 rows directly. The scale multiplies the test rows rather than the split.
     """
     stored = torch.from_numpy(np.asarray(arrays[f"features_{c}"]))
     if f"scale_{c}" in arrays:
         test = test * float(arrays[f"scale_{c}"])
+    if stored.dtype == torch.float16 and len(test) <= HALF_QUERY_ROWS and test.device.type == "cpu":
+        # stored entries are at most 1 in magnitude (:func:`_stored`), so with each test row scaled to at most 1
+        # every product and partial sum stays far inside float16's range (per row: a row's scores do not depend
+        # on the other rows of its block)
+        top = test.abs().amax(dim=1, keepdim=True).clamp_min(1e-30)
+        return ((test / top).half() @ stored.T).float() * top
     out = torch.empty(len(test), len(stored), device=test.device)
     buffer = torch.empty(min(SCORE_CHUNK_ROWS, len(stored)), stored.shape[1], device=test.device)
     for start in range(0, len(stored), SCORE_CHUNK_ROWS):
