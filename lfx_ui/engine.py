@@ -15,10 +15,10 @@ import torch
 from lfx_engine.catalogue import BUILTIN_SOURCES
 from lfx_engine.config import checkpoint_dir
 from lfx_engine.errors import LFXError
-from lfx_engine.explorer import Explorer, ModelChoice
+from lfx_engine.explorer import Explorer, ModelChoice, pin_mmap_threshold
 from lfx_ui import safe, state
 from lfx_ui.jobs import stop_button, stopped_notice  # noqa: F401 - the pages import them from here
-from lfx_ui.sessions import SessionJanitor, pin_mmap_threshold, session_id
+from lfx_ui.sessions import SessionJanitor, session_id
 
 T = TypeVar("T")
 LOG = logging.getLogger("lfx_ui")

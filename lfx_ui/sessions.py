@@ -16,16 +16,10 @@ or goes), and its runtime loop keeps the last session it served until the next o
 disconnected for ``LFX_RELEASE_AFTER_S`` is closed for good (a reconnect after that opens a new session; the
 URL still holds the view) and the namespace of its last page is emptied (:func:`remember_page`).
 
-glibc raises its mmap threshold each time a large block is freed (up to 32 MB), after which the next sessions'
-tensors are carved from the heap and fragment it: measured, each round of sessions then left 80 MB more behind.
-:func:`pin_mmap_threshold` fixes the threshold at the server's start, so that large blocks stay mapped and go back
-whole when freed.
-
 Only :mod:`streamlit` is imported here: ``app.py`` draws the first page before the engine is loaded.
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import threading
@@ -40,10 +34,6 @@ LOG = logging.getLogger("lfx_ui")
 DEFAULT_RELEASE_AFTER_S = 30.0
 #: Longest wait between two checks of the sessions.
 CHECK_EVERY_S = 5.0
-
-#: Blocks from this size (bytes) are mapped on their own and unmapped when freed (glibc's M_MMAP_THRESHOLD).
-MMAP_THRESHOLD_BYTES = 4 * 2 ** 20
-_M_MMAP_THRESHOLD = -3
 
 #: The namespace of each session's last page run (emptied when the session is closed).
 _PAGES: dict[str, dict[str, Any]] = {}
@@ -126,19 +116,6 @@ def runtime_close(session: str) -> None:
         close(session)
 
 
-def pin_mmap_threshold(nbytes: int = MMAP_THRESHOLD_BYTES) -> bool:
-    """Fix glibc's mmap threshold (which also stops its dynamic rise); True if set.
-
-    Left alone where the user chose one (``MALLOC_MMAP_THRESHOLD_``) or where the C library is not glibc.
-    """
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return False
-    try:
-        return bool(ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, int(nbytes)))
-    except (OSError, AttributeError):  # not glibc (macOS, musl)
-        return False
-
-
 def clear_data_caches() -> None:
     """Empty Streamlit's ``st.cache_data`` caches (attributions, maps, curves of the sessions that ended)."""
     import streamlit as st
@@ -148,7 +125,7 @@ def clear_data_caches() -> None:
 
 def trim_memory() -> None:
     """Collect garbage and return freed heap pages to the operating system (the engine's helper)."""
-    from lfx_engine.explorer._core import trim_memory as trim
+    from lfx_engine.explorer import trim_memory as trim
 
     trim()
 

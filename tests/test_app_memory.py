@@ -159,7 +159,7 @@ def test_given_back_memory_leaves_the_process(shipped) -> None:
 
 PIN_SCRIPT = """
 import ctypes, json, os
-from lfx_ui.sessions import pin_mmap_threshold
+from lfx_engine.explorer import pin_mmap_threshold
 
 def rss():
     with open("/proc/self/status") as handle:

@@ -19,6 +19,8 @@ from lfx_engine.explorer._core import (
     FEATURE_METHODS,
     METHOD_TITLES,
     ModelChoice,
+    pin_mmap_threshold,
+    trim_memory,
 )
 from lfx_engine.explorer.embedding import EmbeddingViews
 from lfx_engine.explorer.examples import ExampleViews
@@ -31,4 +33,5 @@ class Explorer(EmbeddingViews, MaskingViews, ExampleViews, StudyViews, LucentVie
     """Datasets, models and cached explanations for one app process."""
 
 
-__all__ = ["EXAMPLE_METHODS", "FEATURE_METHODS", "METHOD_TITLES", "Explorer", "LFXError", "ModelChoice"]
+__all__ = ["EXAMPLE_METHODS", "FEATURE_METHODS", "METHOD_TITLES", "Explorer", "LFXError", "ModelChoice",
+           "pin_mmap_threshold", "trim_memory"]
