@@ -5,6 +5,8 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from lfx_engine.metrics import spread_label
+
 TASK_ORDER = ["Reconstruction", "Denoising", "Inpainting", "Classification"]
 LOSS_TITLES = {"betavae": "β-VAE", "btcvae": "β-TC-VAE"}
 LOSS_COLOURS = alt.Scale(domain=list(LOSS_TITLES.values()), range=["#4e79a7", "#e15759"])
@@ -17,13 +19,10 @@ def correlation_heatmap(frame: pd.DataFrame, heading: str, subtitle: str | None 
     """A task × task matrix: colour = mean correlation over runs, text = mean ± std, or mean [range] where the
     runs are too few for a std (rect + text)."""
     data = frame.copy()
-    low = data["low"] if "low" in data else pd.Series(np.nan, index=data.index)
+    low = data["low"] if "low" in data else pd.Series(np.nan, index=data.index)  # results cached before the range
     high = data["high"] if "high" in data else pd.Series(np.nan, index=data.index)
-    data["label"] = [f"{m:.2f} ± {s:.2f}" if np.isfinite(s)
-                     else f"{m:.2f} [{lo:.2f}–{hi:.2f}]" if np.isfinite(lo) and lo < hi
-                     else f"{m:.2f}"
-                     for m, s, lo, hi in zip(data["mean"].astype(float), data["std"].astype(float),
-                                             low.astype(float), high.astype(float))]
+    data["label"] = [spread_label(m, s, lo, hi) for m, s, lo, hi in zip(
+        data["mean"].astype(float), data["std"].astype(float), low.astype(float), high.astype(float))]
     data["dark"] = data["mean"].astype(float).abs() > 0.6
     x = alt.X("task_b:N", sort=TASK_ORDER, title=None, axis=alt.Axis(labelAngle=-35, labelOverlap=False))
     y = alt.Y("task_a:N", sort=TASK_ORDER, title=None)
@@ -127,7 +126,7 @@ def noise_ceiling_table(against: pd.DataFrame, ceiling: pd.DataFrame, correlatio
         values = own[(own["task"] == task) & (own["kind"] == kind)]["value"].astype(float)
         if values.empty:
             return "—"
-        return f"{values.mean():.2f} [{values.min():.2f}–{values.max():.2f}]"
+        return f"{values.mean():.2f} [{values.min():.2f}–{values.max():.2f}]"  # always the range: its column
 
     rows = []
     part = against[against["correlation"] == correlation].copy()

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from lfx_engine.metrics import spread_name
 from lfx_ui import charts, images, router, state, study
 from lfx_ui import study_charts as sc
 from lfx_ui.engine import get_explorer, sample_attribution, user_errors
@@ -97,8 +98,7 @@ if result is not None:
         frame = part[part["kind"] == kind]
         chart = sc.correlation_heatmap(
             frame, f"{kind.capitalize()}: {corr.capitalize()}",
-            f"{what}; {'mean ± std' if n_runs >= 3 else 'mean [range]'} over {n_runs} run(s), "
-            f"n = {result['n_test']:,}")
+            f"{what}; {spread_name(n_runs)} over {n_runs} run(s), n = {result['n_test']:,}")
         with col:
             st.altair_chart(chart, width="stretch")
             charts.downloads(f"pretext_{dataset}_{kind}_{corr}_n{result['n_test']}", csv=frame, chart=chart,

@@ -41,7 +41,7 @@ from lfx_engine.experiments.common import (
     to_device,
 )
 from lfx_engine.feature_importance import label_free_attribution
-from lfx_engine.metrics import latex_table, mean_std, mean_std_table, pooled_correlation_matrix
+from lfx_engine.metrics import latex_table, mean_std, mean_std_table, pooled_correlation_matrix, spread_label, spread_name
 from lfx_engine.metrics.correlation import MIN_RUNS_FOR_STD
 
 EXPERIMENT = "pretext"
@@ -217,10 +217,9 @@ def run_pretext(
                                      "mean": float(mean[a, b]), "std": float(std[a, b]), "low": float(low[a, b]),
                                      "high": float(high[a, b]), "n_runs": len(mats)})
         table = mean_std_table(mats, LABELS, ddof=1, decimals=2)
-        spread = "mean ± std" if len(mats) >= MIN_RUNS_FOR_STD else "mean [range]"
         result.latex[f"{kind}_{corr}"] = latex_table(
             table, caption=f"{spec.title} pretext {kind}: pooled {corr.capitalize()} correlation across tasks, "
-                           f"{spread} over {len(mats)} run(s)",
+                           f"{spread_name(len(mats))} over {len(mats)} run(s)",
             label=f"tab:pretext_{dataset}_{kind}_{corr}")
     summary = pd.DataFrame(summary_rows)
     off = summary[summary["task_a"] != summary["task_b"]]
@@ -332,9 +331,7 @@ def against_ceiling(correlations: pd.DataFrame, ceiling: pd.DataFrame) -> pd.Dat
 def _heatmaps(summary: pd.DataFrame, title: str) -> alt.VConcatChart:
     """Mean correlation matrices (features/examples × Pearson/Spearman) labelled mean ± std (range below 3 runs)."""
     data = summary.copy()
-    data["label"] = data.apply(lambda r: f"{r['mean']:.2f} ± {r['std']:.2f}" if np.isfinite(r["std"])
-                               else f"{r['mean']:.2f} [{r['low']:.2f}–{r['high']:.2f}]" if r["n_runs"] > 1
-                               else f"{r['mean']:.2f}", axis=1)
+    data["label"] = [spread_label(r.mean, r.std, r.low, r.high) for r in data.itertuples()]
     charts = []
     for kind in KINDS:
         row = []

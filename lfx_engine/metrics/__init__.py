@@ -5,6 +5,8 @@ from .correlation import (
     masked_pixel_correlation,
     mean_std,
     mean_std_table,
+    spread_label,
+    spread_name,
     map_agreement,
     pooled_correlation_matrix,
 )
@@ -40,6 +42,8 @@ __all__ = [
     "mean_ci",
     "mean_std",
     "mean_std_table",
+    "spread_label",
+    "spread_name",
     "off_diagonal_mean",
     "map_agreement",
     "pooled_correlation_matrix",

@@ -15,6 +15,8 @@ __all__ = [
     "masked_pixel_correlation",
     "mean_std",
     "mean_std_table",
+    "spread_label",
+    "spread_name",
     "pooled_correlation_matrix",
 ]
 
@@ -82,6 +84,23 @@ def pooled_correlation_matrix(
 MIN_RUNS_FOR_STD = 3
 
 
+def spread_name(n_runs: int) -> str:
+    """How a value over ``n_runs`` runs is given: ``"mean ± std"``, or ``"mean [range]"`` below
+    :data:`MIN_RUNS_FOR_STD` runs."""
+    return "mean ± std" if n_runs >= MIN_RUNS_FOR_STD else "mean [range]"
+
+
+def spread_label(mean: float, std: float = float("nan"), low: float = float("nan"), high: float = float("nan"),
+                 decimals: int = 2) -> str:
+    """``"mean ± std"`` when the std is known, else ``"mean [low–high]"`` when the values differ, else the mean."""
+    fmt = f"{{:.{decimals}f}}"
+    if np.isfinite(std):
+        return f"{fmt.format(mean)} ± {fmt.format(std)}"
+    if np.isfinite(low) and np.isfinite(high) and low < high:
+        return f"{fmt.format(mean)} [{fmt.format(low)}–{fmt.format(high)}]"
+    return fmt.format(mean)
+
+
 def mean_std(matrices: Sequence[np.ndarray], ddof: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Element-wise mean and standard deviation over runs (``ddof=1``: sample std; NaN below
     :data:`MIN_RUNS_FOR_STD` runs)."""
@@ -112,16 +131,8 @@ def mean_std_table(
     k = len(labels)
     if mean.shape != (k, k):
         raise ParameterError(f"{k} labels for matrices of shape {mean.shape}")
-    fmt = f"{{:.{decimals}f}}"
-
-    def cell(i: int, j: int) -> str:
-        if np.isfinite(std[i, j]):
-            return f"{fmt.format(mean[i, j])} ± {fmt.format(std[i, j])}"
-        if low[i, j] < high[i, j]:
-            return f"{fmt.format(mean[i, j])} [{fmt.format(low[i, j])}–{fmt.format(high[i, j])}]"
-        return fmt.format(mean[i, j])
-
-    cells = [[cell(i, j) for j in range(k)] for i in range(k)]
+    cells = [[spread_label(mean[i, j], std[i, j], low[i, j], high[i, j], decimals) for j in range(k)]
+             for i in range(k)]
     table = pd.DataFrame(cells, index=list(labels), columns=list(labels))
     table.attrs.update({"ddof": int(ddof), "n_runs": len(matrices), "mean": mean.tolist(), "std": std.tolist(),
                         "low": low.tolist(), "high": high.tolist()})
