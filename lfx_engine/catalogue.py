@@ -204,6 +204,38 @@ def _user_dataset_entry(name: str, title: str, source: str, data: Any, baseline:
                         notes=list(data.notes), loader=loader, fingerprinter=lambda: data.fingerprint)
 
 
+def _project_dataset_entry(cfg: Any, title: str, paths: list[str], signature: tuple) -> DatasetEntry:
+    """A project file's dataset: read once here for its shape, classes and fingerprint; its arrays are held by the
+    split cache (``lfx_engine.data.splits.cached_user_data``), where the memory budget counts them and may let
+    them go, and read from the files again when asked after that."""
+    from lfx_engine.data.splits import cached_user_data
+    from lfx_engine.project.datasets import load_dataset
+
+    def data() -> Any:
+        return cached_user_data(cfg.name, signature, lambda: load_dataset(cfg), _loaded_nbytes)
+
+    first = data()
+
+    def loader(split: str) -> SplitData:
+        loaded = data()
+        if split == "train":
+            return loaded.x_train, loaded.y_train
+        if split == "test":
+            return loaded.x_test, loaded.y_test
+        raise ParameterError(f"dataset {cfg.name} has the splits train and test, not {split!r}")
+
+    fingerprint = first.fingerprint
+    return DatasetEntry(name=cfg.name, title=title, source="user", input_shape=first.input_shape,
+                        class_names=first.class_names, status="present", paths=paths,
+                        baseline=cfg.get("baseline", "zeros"), notes=list(first.notes), loader=loader,
+                        fingerprinter=lambda: fingerprint)
+
+
+def _loaded_nbytes(data: Any) -> int:
+    """Bytes of a user dataset's four tensors."""
+    return int(sum(t.numel() * t.element_size() for t in (data.x_train, data.y_train, data.x_test, data.y_test)))
+
+
 # --------------------------------------------------------------------------- the catalogue
 
 
@@ -309,8 +341,6 @@ class Catalogue:
         return entry
 
     def _project_dataset(self, project: Any, cfg: Any) -> DatasetEntry:
-        from lfx_engine.project.datasets import load_dataset
-
         key = ("dataset", str(project.path), cfg.name, _signature([cfg.get("path"), cfg.get("test_path")]),
                repr(sorted((k, str(v)) for k, v in cfg.values.items())))
         with self._shared_lock:
@@ -324,8 +354,7 @@ class Catalogue:
                                  "; ".join(str(p) for p in cfg.problems), paths)
         else:
             try:
-                entry = _user_dataset_entry(cfg.name, title, "user", load_dataset(cfg), cfg.get("baseline", "zeros"),
-                                            paths)
+                entry = _project_dataset_entry(cfg, title, paths, key[1:])
             except LFXError as exc:
                 entry = DatasetEntry(cfg.name, title, "user", None, (), "error", str(exc), paths)
         with self._shared_lock:

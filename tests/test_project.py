@@ -404,6 +404,58 @@ def test_bad_dataset_folders(tmp_path) -> None:
     assert "line 2 has 2 values" in problems["dataset:ragged"]
 
 
+def test_project_datasets_count_against_the_memory_budget_and_are_read_again(explorer) -> None:
+    """A project file's dataset is held like a built-in split: counted under LFX_MEMORY_MB (both splits as one
+    item), given back when the sessions that used it end, and read from its files again, equal, when asked
+    after that. (Eviction over the budget is the same code as for built-in splits: tests/test_app_memory.py.)"""
+    from lfx_engine.data import splits as data_splits
+
+    data_splits.clear_cache()
+    digits = ("split", ("digits", data_splits.USER_SPLITS))
+    explorer.bind_user("A")
+    x, y = explorer.train_data("small_ae")
+    x_test = explorer.test_data("small_ae")[0]
+    explorer.bind_user(None)
+    held = {(i.kind, i.key): i for i in explorer.held()}
+    assert digits in held and "A" in held[digits].users
+    assert held[digits].nbytes >= x.numel() * x.element_size() + x_test.numel() * x_test.element_size() > 0
+    first_x, first_y = x.clone(), y.clone()
+    del x, y, x_test
+
+    explorer.release(0, active_users=["A"])  # A's session still open: its dataset stays
+    assert digits in {(i.kind, i.key) for i in explorer.held()}
+    assert explorer.release(0, active_users=[]) >= held[digits].nbytes  # A ended: its dataset goes
+    assert digits not in {(i.kind, i.key) for i in explorer.held()}
+    assert not any(c.dataset == "digits" for c in data_splits.cached_splits())
+    again_x, again_y = explorer.train_data("small_ae")  # read from the image folder again
+    assert torch.equal(again_x, first_x) and torch.equal(again_y, first_y)
+
+    explorer.sample("small_ae_unlabelled", 0)  # the second dataset adds to the one budget
+    sizes = {i.key: i.nbytes for i in explorer.held() if i.kind == "split"}
+    assert set(sizes) == {digits[1], ("unlabelled", data_splits.USER_SPLITS)}
+    assert explorer.held_bytes() >= sum(sizes.values())
+    data_splits.clear_cache()
+
+
+def test_a_project_dataset_whose_file_went_after_eviction_says_so(tmp_path) -> None:
+    from lfx_engine.data import splits as data_splits
+    from lfx_engine.errors import DatasetUnavailableError
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "blobs.npz", x=rng.random((30, 1, 8, 8)).astype(np.float32), y=np.arange(30) % 3)
+    path = tmp_path / "blobs.toml"
+    path.write_text('[datasets.blobs]\nkind = "npz"\npath = "blobs.npz"\n')
+    entry = Catalogue(projects=[path]).dataset_entry("blobs")
+    x, _ = entry.loader("train")
+    assert data_splits.forget_split("blobs", data_splits.USER_SPLITS) >= x.numel() * 4
+    assert torch.equal(entry.loader("train")[0], x)  # read again from the file
+    data_splits.forget_split("blobs", data_splits.USER_SPLITS)
+    (tmp_path / "blobs.npz").unlink()
+    with pytest.raises(DatasetUnavailableError, match="blobs.npz does not exist"):
+        entry.loader("train")
+    assert Catalogue(projects=[path]).dataset_entry("blobs").status == "error"  # and the catalogue lists why
+
+
 def test_csv_series_with_header_labels_and_z_normalisation(tmp_path) -> None:
     rows = ["label,t0,t1,t2,t3,t4"] + [f"{'a' if i % 2 else 'b'},{i},{i + 1},{i + 3},{i},{i - 1}" for i in range(20)]
     (tmp_path / "beats.csv").write_text("\n".join(rows) + "\n")

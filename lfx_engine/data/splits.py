@@ -36,7 +36,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -175,11 +175,11 @@ class _SplitCache:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._items: OrderedDict[tuple, tuple[Split, int, float]] = OrderedDict()
+        self._items: OrderedDict[tuple, tuple[Any, int, float]] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[tuple, threading.Lock] = {}
 
-    def get(self, key: tuple, load) -> Split:
+    def get(self, key: tuple, load: Callable[[], Any], nbytes: Callable[[Any], int] | None = None) -> Any:
         with self._lock:
             hit = self._touch(key)
             if hit is not None:
@@ -193,7 +193,7 @@ class _SplitCache:
             try:
                 data = load()
                 with self._lock:
-                    self._items[key] = (data, split_nbytes(data), time.monotonic())
+                    self._items[key] = (data, (nbytes or split_nbytes)(data), time.monotonic())
                     while len(self._items) > self.size:
                         self._items.popitem(last=False)
                 return data
@@ -201,7 +201,7 @@ class _SplitCache:
                 with self._lock:  # after the insert: a later caller finds the split, not a new gate
                     self._loading.pop(key, None)
 
-    def _touch(self, key: tuple) -> Split | None:
+    def _touch(self, key: tuple) -> Any:
         item = self._items.get(key)
         if item is None:
             return None
@@ -229,6 +229,20 @@ _CACHE = _SplitCache(CACHE_SIZE)
 def cached_splits() -> list[CachedSplit]:
     """The splits held in memory now, least recently used first."""
     return _CACHE.entries()
+
+
+#: The split name under which a user dataset's two splits (read together from its files) are cached.
+USER_SPLITS = "train+test"
+
+
+def cached_user_data(dataset: str, signature: tuple, load: Callable[[], Any], nbytes: Callable[[Any], int]) -> Any:
+    """A project file's dataset (both splits, read together) through the same cache as the built-in splits.
+
+    So one memory budget counts it and can let it go (:func:`cached_splits` lists it as split
+    :data:`USER_SPLITS`); asked again after that, it is read from its files again. ``signature`` names the
+    files' state (a changed file is another entry).
+    """
+    return _CACHE.get((dataset, USER_SPLITS, "user", signature), load, nbytes)
 
 
 def forget_split(dataset: str, split: str | None = None) -> int:

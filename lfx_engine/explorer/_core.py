@@ -295,9 +295,10 @@ class ExplorerCore:
     def held(self) -> list[HeldItem]:
         """What the explorer keeps in memory now, least recently used first (what :func:`memory_budget` bounds).
 
-        Models, fitted indices, resized splits, and every built-in dataset split the process keeps loaded
-        (``lfx_engine.data``'s split cache, whoever read it). Datasets of project files and Python
-        registrations are held by the catalogue, as declared, and are not counted.
+        Models, fitted indices, resized splits, and every dataset split the process keeps loaded
+        (``lfx_engine.data``'s split cache, whoever read it): built-in datasets and those of project files (both
+        splits of one as one item). Tensors a Python registration was given belong to its caller and are not
+        counted.
         """
         with self._lock:
             items: list[HeldItem] = []
@@ -396,9 +397,12 @@ class ExplorerCore:
         split_name = entry.train_split if which == "train" else entry.test_split
         self._working_on(name)
         x, y = self.catalogue.split(dataset, split_name)
-        builtin = self.catalogue.dataset_entry(dataset).source == "builtin"
-        if builtin:
+        source = self.catalogue.dataset_entry(dataset).source
+        counted = source in ("builtin", "user")  # held by the split cache; a Python registration's are the caller's
+        if source == "builtin":
             self._note("split", (dataset, get_spec(dataset).resolve_split(split_name)))
+        elif source == "user":
+            self._note("split", (dataset, data_splits.USER_SPLITS))
         if entry.resize32:
             # resizing 60k images takes seconds: keep the result while the loaded split is the same object
             key = (dataset, split_name)
@@ -409,7 +413,7 @@ class ExplorerCore:
                 self._resized.pop(key, None)
                 self._resized[key] = (weakref.ref(x), resized)  # stored again: a use, newest last
             x = resized
-        if builtin:
+        if counted:
             self._evict(keep=None)
         return x, y
 
