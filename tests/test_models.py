@@ -236,6 +236,40 @@ def test_beta_tcvae_decomposition():
         beta_tcvae_loss(recon, x, z, mu, logvar, beta=0.0, dataset_size=10)
 
 
+@pytest.mark.parametrize("kind", ["betavae", "btcvae"])
+def test_kl_warmup_scales_the_regulariser_linearly_then_stops(kind):
+    """A KL warm-up of 4 steps weighs the regulariser 1/4, 2/4, 3/4, then 1 in training; evaluation is always the
+    full objective; the reconstruction term is never scaled."""
+    from lfx_engine.training.objectives import VAEObjective, make_objective
+
+    torch.manual_seed(0)
+    model = build_model("vae_mnist32", latent_dim=3)
+    x = torch.rand(6, 1, 32, 32)
+    objective = make_objective(kind, model, beta=5.0, dataset_size=100, kl_warmup=4)
+    assert isinstance(objective, VAEObjective)
+    assert [objective.kl_weight(s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    model.train()
+    for step in range(6):
+        torch.manual_seed(step)  # the same z sample for both losses of a step
+        loss, parts = objective.train_loss(model, x, None)
+        torch.manual_seed(step)
+        full, _ = VAEObjective(kind, 5.0, model.distribution, 100).train_loss(model, x, None)
+        weight = min(1.0, (step + 1) / 4)
+        assert torch.allclose(loss - parts["rec"], weight * (full - parts["rec"]), rtol=1e-4, atol=1e-4)
+    assert objective.steps_done == 6
+    model.eval()
+    g = torch.Generator().manual_seed(1)
+    evaluated, _ = objective.eval_loss(model, x, None, g)
+    reference, _ = VAEObjective(kind, 5.0, model.distribution, 100).eval_loss(model, x, None,
+                                                                              torch.Generator().manual_seed(1))
+    assert torch.equal(evaluated, reference)
+    with pytest.raises(ParameterError, match="warm-up"):
+        VAEObjective(kind, 5.0, warmup_steps=-1, dataset_size=100)
+    with pytest.raises(ParameterError, match="VAE tasks only"):
+        make_objective("reconstruction", build_model("mnist_ae", latent_dim=4, pretext="reconstruction"),
+                       kl_warmup=10)
+
+
 # --------------------------------------------------------------------------- per-example loss (TracIn / IF)
 
 

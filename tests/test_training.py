@@ -438,3 +438,16 @@ def test_cli_beta_override_saves_under_a_new_name(tmp_path, monkeypatch, capsys)
     assert main(["train", "mnist_pretext_denoising_run1", "--beta", "2", "--out", str(tmp_path)]) == 2
     assert "VAE entries only" in capsys.readouterr().err
     assert json.loads((tmp_path / "manifest.json").read_text())["format"].startswith("lfx-zoo-manifest")
+
+
+def test_cli_kl_warmup_is_recorded_and_refused_for_non_vaes(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(zoo, "_load_split", lambda d, s: _data((1, 28, 28), 10, n=40))
+    monkeypatch.setattr(zoo, "_resize_to_32", lambda x: torch.nn.functional.interpolate(x, size=(32, 32)))
+    assert main(["train", "mnist_betavae_b10_run1", "--epochs", "1", "--max-train", "32", "--batch-size", "8",
+                 "--kl-warmup", "3", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    record = read_manifest(tmp_path)["entries"]["mnist_betavae_b10_run1"]
+    assert record["kl_warmup_steps"] == 3 and "--kl-warmup 3" in record["command"]
+    assert main(["train", "mnist_pretext_denoising_run1", "--kl-warmup", "5", "--out", str(tmp_path)]) == 2
+    assert "VAE entries only" in capsys.readouterr().err
+    assert main(["train", "mnist_betavae_b10_run1", "--kl-warmup", "-1", "--out", str(tmp_path)]) == 2
+    assert "--kl-warmup must be" in capsys.readouterr().err

@@ -71,19 +71,21 @@ def gaussian_log_density(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
 
 
 def beta_vae_loss(recon: Tensor, x: Tensor, mu: Tensor, logvar: Tensor, beta: float,
-                  distribution: str = "bernoulli") -> tuple[Tensor, dict[str, Tensor]]:
-    """β-VAE objective ``rec + β·KL`` (no annealing)."""
+                  distribution: str = "bernoulli", kl_weight: float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
+    """β-VAE objective ``rec + w·β·KL``; ``kl_weight`` w < 1 only during a KL warm-up (1 otherwise)."""
     beta = _check_beta(beta)
     rec = reconstruction_per_example(recon, x, distribution).mean()
     kl = kl_normal_per_example(mu, logvar).mean()
-    total = rec + beta * kl
+    total = rec + kl_weight * beta * kl
     return total, {"rec": rec.detach(), "kl": kl.detach()}
 
 
 def beta_tcvae_loss(recon: Tensor, x: Tensor, z: Tensor, mu: Tensor, logvar: Tensor, beta: float,
                     dataset_size: int, distribution: str = "bernoulli", alpha: float = 1.0,
-                    gamma: float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
-    """β-TC-VAE objective ``rec + α·MI + β·TC + γ·dimwise-KL`` (Chen et al. 2018).
+                    gamma: float = 1.0, kl_weight: float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
+    """β-TC-VAE objective ``rec + w·(α·MI + β·TC + γ·dimwise-KL)`` (Chen et al. 2018).
+
+    ``kl_weight`` w < 1 only during a KL warm-up (1 otherwise): the whole regulariser is scaled.
 
     ``z`` is the sample the decoder saw. With minibatch-weighted sampling over
     the batch of size M drawn from a dataset of size N::
@@ -111,7 +113,7 @@ def beta_tcvae_loss(recon: Tensor, x: Tensor, z: Tensor, mu: Tensor, logvar: Ten
     mi = (log_qz_given_x - log_qz).mean()
     tc = (log_qz - log_prod_qzj).mean()
     dwkl = (log_prod_qzj - log_pz).mean()
-    total = rec + alpha * mi + beta * tc + gamma * dwkl
+    total = rec + kl_weight * (alpha * mi + beta * tc + gamma * dwkl)
     kl = kl_normal_per_example(mu, logvar).mean()
     return total, {"rec": rec.detach(), "kl": kl.detach(), "mi": mi.detach(), "tc": tc.detach(),
                    "dwkl": dwkl.detach()}

@@ -57,6 +57,9 @@ def add_parser(subparsers: Any) -> None:
     train.add_argument("--batch-size", type=int,
                        help="override the recipe's batch size (recorded in the manifest; the name is kept)")
     train.add_argument("--latent-dim", type=int, help="override the latent size (saved under a new name)")
+    train.add_argument("--kl-warmup", type=int, default=0, metavar="STEPS",
+                       help="VAE entries: raise the KL weight linearly from 0 to 1 over this many optimiser steps "
+                            "(a remedy for posterior collapse at large beta; default 0, none)")
     train.add_argument("--save-as", help="name for an overridden recipe (default: derived from the overrides)")
     train.set_defaults(func=run_train)
 
@@ -148,6 +151,8 @@ def _command_line(entry: ZooEntry, args: argparse.Namespace) -> str:
             parts.append(f"{flag} {value}")
     if args.storage_dtype != "float32":
         parts.append(f"--storage-dtype {args.storage_dtype}")
+    if args.kl_warmup:
+        parts.append(f"--kl-warmup {args.kl_warmup}")
     if entry.tracin and args.tracin_every != 10:
         parts.append(f"--tracin-every {args.tracin_every}")
     return " ".join(parts)
@@ -178,9 +183,13 @@ def run_train(args: argparse.Namespace) -> int:
         raise ParameterError(f"--epochs must be a positive integer, got {args.epochs}")
     if args.max_train is not None and args.max_train < 2:
         raise ParameterError(f"--max-train must be at least 2, got {args.max_train}")
+    if args.kl_warmup < 0:
+        raise ParameterError(f"--kl-warmup must be a whole number of steps >= 0, got {args.kl_warmup}")
     entries = _apply_overrides(select_entries(args.name, args.dataset), args)
     for entry in entries:
         entry.validate()
+        if args.kl_warmup and entry.task not in VAE_TASKS:
+            raise ParameterError(f"--kl-warmup applies to VAE entries only; {entry.name} is a {entry.task} model")
     from lfx_engine.config import checkpoint_dir, writable_folder
 
     root = writable_folder(args.out if args.out else checkpoint_dir(), "--out" if args.out else "LFX_CHECKPOINT_DIR")
@@ -217,7 +226,7 @@ def run_train(args: argparse.Namespace) -> int:
         try:
             record = train_entry(entry, epochs=args.epochs, max_train=args.max_train, device=args.device,
                                  out_dir=root, storage_dtype=args.storage_dtype, command=_command_line(entry, args),
-                                 tracin_every=args.tracin_every,
+                                 tracin_every=args.tracin_every, kl_warmup=args.kl_warmup,
                                  progress=on_epoch, batch_progress=on_batch)
         finally:
             for key in ("batch", "epoch"):

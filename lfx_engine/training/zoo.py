@@ -395,14 +395,15 @@ def train_entry(entry: Union[str, ZooEntry], *, epochs: Optional[int] = None, ma
                 device: Optional[Union[str, torch.device]] = None, out_dir: Optional[PathLike] = None,
                 storage_dtype: str = "float32", command: Optional[str] = None, tracin_every: int = 10,
                 progress: Optional[EpochProgress] = None, batch_progress: Optional[BatchProgress] = None,
-                on_fit: Optional[Callable[[FitResult], None]] = None) -> dict[str, Any]:
+                on_fit: Optional[Callable[[FitResult], None]] = None, kl_warmup: int = 0) -> dict[str, Any]:
     """Train one zoo entry, write its checkpoint (+ TracIn checkpoints), update the manifest; return the record.
 
     ``tracin_every``: save a TracIn checkpoint after every that many epochs
     (METHOD: 10; shorter CPU runs use fewer so TracIn still sums several).
     ``epochs`` overrides the recipe's maximum; ``max_train`` caps the training,
     held-out and test sets to that many examples each (quick runs; recorded as
-    ``full_recipe: false``).
+    ``full_recipe: false``). ``kl_warmup``: VAE entries' linear KL warm-up, in optimiser steps (0: none;
+    recorded as ``kl_warmup_steps``).
     """
     entry = get_entry(entry) if isinstance(entry, str) else entry
     entry.validate()
@@ -433,7 +434,8 @@ def train_entry(entry: Union[str, ZooEntry], *, epochs: Optional[int] = None, ma
 
     torch.manual_seed(entry.seed)
     model = build_model(entry.arch, **entry.arch_kwargs())
-    objective = make_objective(entry.task, model, beta=entry.beta, dataset_size=train_x.shape[0])
+    objective = make_objective(entry.task, model, beta=entry.beta, dataset_size=train_x.shape[0],
+                               kl_warmup=kl_warmup)
     # TracIn checkpoints go to a scratch folder that replaces the old one only once training succeeded
     tracin_final = root / "tracin" / entry.name
     tracin_dir = root / "tracin" / f".{entry.name}.partial" if entry.tracin else None
@@ -498,6 +500,7 @@ def train_entry(entry: Union[str, ZooEntry], *, epochs: Optional[int] = None, ma
         "seed": entry.seed,
         "latent_dim": entry.latent_dim,
         "batch_size": entry.batch_size,
+        **({"kl_warmup_steps": kl_warmup} if kl_warmup else {}),
         "max_epochs": n_epochs,
         "recipe_max_epochs": entry.max_epochs,
         "epochs_trained": result.epochs_trained,
