@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable, Sequence
 
-Writer = Callable[[BinaryIO], None]
+Writer = Callable[[BinaryIO], object]  # its return value is ignored (e.g. fh.write's count)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -78,7 +78,7 @@ def remove_stale_parts(folder: Path, older_than_s: float = 3600.0) -> list[Path]
     """
     import time
 
-    removed = []
+    removed: list[Path] = []
     if not folder.is_dir():
         return removed
     now = time.time()

@@ -49,7 +49,8 @@ def cache_path(namespace: str, parts: Mapping[str, Any]) -> Path:
 
 def save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     """Write ``arrays`` to ``path`` atomically, then keep the cache under its size cap."""
-    atomic_write(path, lambda handle: np.savez(handle, **arrays))
+    # numpy's stubs match **kwds against savez's allow_pickle: bool too; every value here is an array
+    atomic_write(path, lambda handle: np.savez(handle, **arrays))  # type: ignore[arg-type]
     enforce_cap(keep=path)
 
 
@@ -111,7 +112,7 @@ def max_bytes() -> int:
 def entries(root: Path | None = None) -> list[tuple[Path, int, float]]:
     """``(path, bytes, last use)`` of every cache entry, least recently used first."""
     root = root or cache_dir()
-    out = []
+    out: list[tuple[Path, int, float]] = []
     if not root.is_dir():
         return out
     for path in root.rglob("*.npz"):
@@ -129,7 +130,7 @@ def enforce_cap(keep: Path | None = None) -> list[Path]:
     cap = max_bytes()
     found = entries()
     total = sum(size for _, size, _ in found)
-    evicted = []
+    evicted: list[Path] = []
     if total <= cap:
         return evicted
     for path, size, _ in found:

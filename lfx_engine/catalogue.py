@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -252,7 +252,7 @@ class Catalogue:
     _models_memo: dict[tuple, ModelEntry] = {}
     _projects_memo: dict[tuple, Any] = {}
 
-    def __init__(self, checkpoint_root: str | Path | None = None, projects: list[str | Path] | None = None,
+    def __init__(self, checkpoint_root: str | Path | None = None, projects: Sequence[str | Path] | None = None,
                  study_root: str | Path | None = None) -> None:
         self._root = Path(checkpoint_root) if checkpoint_root is not None else None
         self._study_root = Path(study_root) if study_root is not None else None
@@ -539,7 +539,7 @@ def _builtin_names() -> list[str]:
 
 def _signature(paths: list[Any]) -> tuple:
     """(path, size, mtime) of each file (or folder listing), so an edited file is re-read."""
-    out = []
+    out: list[tuple[str, int | None, int | None, int | None]] = []
     for item in paths:
         if item is None:
             continue

@@ -107,7 +107,7 @@ def image_png(img: np.ndarray) -> Callable[[], bytes]:
 # --------------------------------------------------------------------------- latent map
 
 
-def latent_map(frame: pd.DataFrame, selected: int | None = None, height: int = 420) -> alt.LayerChart:
+def latent_map(frame: pd.DataFrame, selected: int | None = None, height: int = 420) -> alt.LayerChart | alt.FacetChart:
     """Scatter of the test latents' first two principal components, colour = class; click picks a point."""
     pick = alt.selection_point(fields=["idx"], name=LATENT_SELECTION, on="click", clear=False)
     base = alt.Chart(frame)
@@ -148,7 +148,7 @@ GROUP_SELECTION = "group"
 
 
 def embedding_map(frame: pd.DataFrame, colour: str, colour_title: str, heading: str, *,
-                  selected: int | None = None, height: int = 460) -> alt.LayerChart:
+                  selected: int | None = None, height: int = 460) -> alt.LayerChart | alt.FacetChart:
     """Scatter of a 2-D projection (columns idx, x, y, class and ``colour``); a click picks a point
     (:data:`LATENT_SELECTION`, read with :func:`read_pick`), a drag draws a box (:data:`GROUP_SELECTION`,
     read with :func:`read_box`). An ``image`` column (data URLs) shows as the hover thumbnail."""
@@ -195,7 +195,7 @@ def class_mix(classes: pd.DataFrame, heading: str, height: int = 220) -> alt.Cha
 
 
 def ecg_importance(beat: np.ndarray, importance: np.ndarray | None, heading: str | None, height: int = 200,
-                   color: str = "#c2410c") -> alt.LayerChart:
+                   color: str = "#c2410c") -> alt.LayerChart | alt.FacetChart:
     """An ECG beat as a line with each time step shaded by its importance (darker = more important)."""
     values = np.asarray(beat, dtype=np.float64).ravel()
     t = np.arange(values.size)
@@ -235,7 +235,7 @@ _DASH_CONTROL = alt.StrokeDash("control:N", scale=alt.Scale(domain=["attribution
                                                             range=[[1, 0], [6, 4]]), legend=None)
 
 
-def masking_curves(summary: pd.DataFrame, heading: str, height: int = 380) -> alt.LayerChart:
+def masking_curves(summary: pd.DataFrame, heading: str, height: int = 380) -> alt.LayerChart | alt.FacetChart:
     """Mean representation shift vs % masked per method (line) with its 95% CI (band); random dashed."""
     frame = summary.copy()
     frame["method_title"] = frame["method"].map(title)
@@ -293,7 +293,7 @@ def ecg_masked_views(frame: pd.DataFrame, heading: str, width: int = 170, height
 # --------------------------------------------------------------------------- example importance
 
 
-def similarity_rates(rates: pd.DataFrame, heading: str, height: int = 380) -> alt.LayerChart:
+def similarity_rates(rates: pd.DataFrame, heading: str, height: int = 380) -> alt.LayerChart | alt.FacetChart:
     """Similarity rate vs % training examples selected: colour = method, dash = most/least; prior as a rule."""
     frame = rates.melt(id_vars=["fraction", "n", "prior", "method"], value_vars=["most", "least"],
                        var_name="selection", value_name="rate")

@@ -72,7 +72,7 @@ def eta_text(started: float, done: int, total: int) -> str:
     return f"{elapsed:.0f} s elapsed, about {left:.0f} s left"
 
 
-def progress_reporter(label: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+def progress_reporter(label: str) -> tuple[Callable[[int, int], None], Callable[[], object]]:
     """A progress(done, total) callback drawing ``st.progress`` with the time left, and a function to clear it."""
     bar = st.progress(0.0, text=label)
     started = time.perf_counter()
@@ -246,6 +246,7 @@ def current_sample(name: str) -> int:
     index = state.get("sample")
     switched = previous is not None and previous != dataset
     if switched and isinstance(index, int):
+        assert previous is not None  # switched
         memory[previous] = index
         remembered = memory.get(dataset)
         if isinstance(remembered, int) and 0 <= remembered < size:
@@ -253,6 +254,7 @@ def current_sample(name: str) -> int:
     st.session_state[_SAMPLE_DATASET] = dataset
     if not isinstance(index, int) or not 0 <= index < size:
         if index is not None and switched:
+            assert previous is not None  # switched
             st.info(f"Sample #{index} is not in this test split (0..{size - 1}); showing #0. Switching back to "
                     f"{explorer.dataset_title(previous)} brings #{index} back.")
         elif index is not None:

@@ -11,7 +11,7 @@ import streamlit as st
 _STOPPED = "_lfx_stopped"
 
 
-def stop_button(key: str, what: str, flag: str | None = None) -> Callable[[], None]:
+def stop_button(key: str, what: str, flag: str | None = None) -> Callable[[], object]:
     """A **Stop** button for a running job; returns a function that removes it once the job is over.
 
     A click reruns the page, which ends the running script at its next progress update (Streamlit stops a

@@ -213,6 +213,7 @@ def top_example(name: str, index: int, n_train: int) -> dict[str, Any]:
 def _top_example(name: str, sha: str, index: int, n_train: int) -> dict[str, Any]:
     explorer = get_explorer()
     row = explorer.sample_example_scores(name, "dknn", index, n_train)
+    assert row is not None  # computed (compute=True)
     best = explorer.example_ranking(name, row, n_train).iloc[0]
     return {"train_index": int(best["train_index"]), "class": str(best["class"]), "score": float(best["score"]),
             "label": int(best["label"]), "image": explorer.train_inputs(name, [int(best["train_index"])])[0]}

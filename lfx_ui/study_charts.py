@@ -83,7 +83,7 @@ def disentanglement_metrics(long: pd.DataFrame, reference: pd.DataFrame, heading
 
 
 def encoder_vs_full_bars(summary: pd.DataFrame, ours_label: str, heading: str,
-                         height: int = 380) -> alt.LayerChart:
+                         height: int = 380) -> alt.LayerChart | alt.FacetChart:
     """Per method: mean per-image Pearson (encoder vs full classifier) ± 1.96·SEM, ours beside the study's."""
     rows = []
     for r in summary.itertuples():

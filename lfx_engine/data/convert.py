@@ -162,7 +162,8 @@ def convert_dsprites_archive(imgs: Any, latents_classes: Any, latents_values: An
 def npz_writer(arrays: dict[str, np.ndarray]):
     """A writer for :mod:`lfx_engine.atomic` that stores ``arrays`` as a compressed npz."""
     def write(handle: BinaryIO) -> None:
-        np.savez_compressed(handle, **arrays)
+        # numpy's stubs match **kwds against allow_pickle: bool too; every value here is an array
+        np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
     return write
 
 

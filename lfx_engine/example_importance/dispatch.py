@@ -6,7 +6,7 @@ full-split index (:mod:`.index`) fits the same methods once and scores any test 
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, cast
 
 import torch
 from torch import nn
@@ -48,8 +48,8 @@ def score_matrix(method: str, model: nn.Module, x_train: torch.Tensor, x_test: t
     if unknown:
         raise ParameterError(f"{method} has no setting {', '.join(unknown)}")
     if method in ("dknn", "cosine", "simplex"):
-        h_train = encode(model.encoder, x_train, device=device)
-        h_test = encode(model.encoder, x_test, device=device)
+        h_train = encode(cast(nn.Module, model.encoder), x_train, device=device)
+        h_test = encode(cast(nn.Module, model.encoder), x_test, device=device)
         if method == "dknn":
             return {"scores": dknn_scores(h_test, h_train, device=device, **settings)}
         if method == "cosine":

@@ -52,8 +52,11 @@ class FactorLayer(NamedTuple):
 
 def pairwise(left: torch.Tensor | FactoredRows, right: torch.Tensor | FactoredRows) -> torch.Tensor:
     """Dot products of every row of ``left`` with every row of ``right``."""
+    # both sides come from the same feature map: both factored or both plain tensors
     if isinstance(left, FactoredRows):
+        assert isinstance(right, FactoredRows)
         return left.gram(right)
+    assert isinstance(right, torch.Tensor)
     return left @ right.T
 
 

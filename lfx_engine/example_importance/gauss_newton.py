@@ -57,6 +57,7 @@ def latent_jacobians(encoder: nn.Module, params: dict[str, torch.Tensor], data: 
                 out = torch.empty(len(data) * d, sum(p.numel() for p in values), device=data.device)
             out[start * d : (start + n) * d] = torch.cat([j.reshape(n, d, -1) for j in jac], dim=2).reshape(n * d, -1)
             del jac
+    assert out is not None, "latent_jacobians needs at least one row of data"
     return out
 
 

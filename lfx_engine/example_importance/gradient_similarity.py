@@ -8,6 +8,8 @@ products (Barshan et al., 2020 call such examples "global influencers").
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -54,7 +56,7 @@ def gradient_similarity_scores(
                            batch_size=batch_size, device=device, progress=progress, max_memory_mb=max_memory_mb)
     if similarity == "dot":
         return scores
-    kw = {"loss_fn": loss_fn, "param_filter": param_filter, "batch_size": batch_size, "device": device}
+    kw: dict[str, Any] = {"loss_fn": loss_fn, "param_filter": param_filter, "batch_size": batch_size, "device": device}
     n_test = gradient_norms(model, x_test, **kw)
     n_train = gradient_norms(model, x_train, **kw)
     return scores / (n_test[:, None] * n_train[None, :]).clamp_min(1e-12)

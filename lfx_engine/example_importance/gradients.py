@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -41,7 +41,7 @@ def is_encoder_param(name: str) -> bool:
 
 def selected_parameters(model: nn.Module, param_filter: ParamFilter = is_encoder_param) -> dict[str, torch.Tensor]:
     """The model's parameters kept by ``param_filter``, in ``named_parameters`` order."""
-    params = {name: p for name, p in model.named_parameters() if param_filter(name)}
+    params: dict[str, torch.Tensor] = {name: p for name, p in model.named_parameters() if param_filter(name)}
     if not params:
         raise ParameterError(
             "no parameter matches the parameter filter; the model needs an `encoder` "
@@ -55,7 +55,7 @@ def frozen_parameters(model: nn.Module, selected: dict[str, torch.Tensor]) -> di
     return {name: p.detach() for name, p in model.named_parameters() if name not in selected}
 
 
-def flatten(tensors: dict[str, torch.Tensor] | list[torch.Tensor], batched: bool = False) -> torch.Tensor:
+def flatten(tensors: dict[str, torch.Tensor] | Sequence[torch.Tensor], batched: bool = False) -> torch.Tensor:
     """Concatenate tensors into one vector (or one row per example when ``batched``)."""
     values = list(tensors.values()) if isinstance(tensors, dict) else list(tensors)
     if batched:

@@ -23,7 +23,7 @@ import math
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence, cast
 
 import numpy as np
 import torch
@@ -277,7 +277,7 @@ class ExampleIndex:
         dev = resolve_device(self.device, self.model)
         if self.method in LATENT_METHODS:
             h_train = torch.from_numpy(self.arrays["latents"])
-            h_test = encode(self.model.encoder, x, device=dev)
+            h_test = encode(cast(nn.Module, self.model.encoder), x, device=dev)
             if self.method == "dknn":
                 return dknn_scores(h_test, h_train, device=dev)
             if self.method == "cosine":
@@ -333,7 +333,7 @@ def feature_bytes(width: int, projected: bool) -> int:
     return (2 if projected else 4) * width
 
 
-def _stored(features: torch.Tensor, c: int, quantise: bool) -> dict[str, np.ndarray]:
+def _stored(features: torch.Tensor, c: int, quantise: bool) -> dict[str, np.ndarray | np.generic]:
     """Checkpoint ``c``'s features as stored: projected ones as float16 scaled by their largest magnitude.
 
     A projection's own error dwarfs float16's rounding; the scale keeps small gradients out of its subnormals.
@@ -417,9 +417,10 @@ def fit(method: str, model: nn.Module, x_train: torch.Tensor, *, loss_fn: LossFn
     """
     settings = _settings(method, params)
     dev = resolve_device(device, model)
-    arrays: dict[str, np.ndarray] = {"n_train": np.int64(len(x_train))}
+    # arrays and numpy scalars (the counts and scales), as np.savez stores them
+    arrays: dict[str, Any] = {"n_train": np.int64(len(x_train))}
     if method in LATENT_METHODS:
-        arrays["latents"] = encode(model.encoder, x_train, batch_size=batch_size, device=dev,
+        arrays["latents"] = encode(cast(nn.Module, model.encoder), x_train, batch_size=batch_size, device=dev,
                                    progress=progress).numpy()
         return ExampleIndex(method, model, arrays, settings, loss_fn, checkpoints, None, device)
     hessian_inputs = x_train if hessian_data is None else hessian_data
@@ -550,7 +551,7 @@ def projected_solve(model: nn.Module, fmap: GradientFeatureMap, x_train: torch.T
     width = fmap.width(model)
     drawn = torch.cat(batches).unique()
     with torch.no_grad():
-        d = model.encoder(x_train[:1].to(device)).shape[1]
+        d = cast(nn.Module, model.encoder)(x_train[:1].to(device)).shape[1]
     # Each example's Jacobian rows and curvature once, when those of every drawn example fit (a small training
     # set is drawn many times over); otherwise each minibatch computes its own.
     known = len(drawn) * d * (width + d) * 4 <= SOLVE_ROWS_BYTES
@@ -585,9 +586,14 @@ SOLVE_ROWS_BYTES = 256 * 2**20
 def _latent_rows(model: nn.Module, fmap: GradientFeatureMap, x: torch.Tensor, loss_fn: LossFn,
                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Feature rows of the latent's Jacobian ``(n, d, w)`` and the latent loss Hessians ``(n, d, d)`` of ``x``."""
-    latent = _Latent(model.encoder)
+    latent = _Latent(cast(nn.Module, model.encoder))
     curvature = latent_curvature(model, x, loss_fn)[2]
-    rows = torch.stack([fmap.rows(latent, x, lambda z, _, c=c: z[:, c], 64, device)
+
+    def unit(c: int) -> LossFn:
+        """Latent unit ``c`` in the place of a loss: its gradient rows are the Jacobian's row ``c``."""
+        return lambda z, _: z[:, c]
+
+    rows = torch.stack([fmap.rows(latent, x, unit(c), 64, device)
                         for c in range(curvature.shape[1])], dim=1)
     return rows, curvature
 

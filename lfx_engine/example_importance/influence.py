@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -62,7 +63,7 @@ def latent_curvature(model: nn.Module, data: torch.Tensor, loss_fn: LossFn,
     The loss is seen as a function of the latent, ``z ↦ loss_fn(decoder(z), x)``: its curvature is what the
     encoder-Gauss–Newton Hessian ``JᵀKJ`` keeps (see :mod:`.gauss_newton`).
     """
-    encoder, decoder = model.encoder, model.decoder
+    encoder, decoder = cast(nn.Module, model.encoder), cast(nn.Module, model.decoder)
 
     def latent_loss(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return loss_fn(decoder(z.unsqueeze(0)), x.unsqueeze(0)).sum()
@@ -150,7 +151,7 @@ class BatchHessian:
         xb = self.data[idx]
         if self.mode == "latent":
             weights = {**self.enc_frozen, **dict(zip(self.enc_names, leaves))}
-            z = functional_call(self.model.encoder, weights, (xb,), strict=False)
+            z = functional_call(cast(nn.Module, self.model.encoder), weights, (xb,), strict=False)
             dz = z - self.z0[idx]
             return (self.c[idx] * dz).sum(1) + 0.5 * torch.einsum("bi,bij,bj->b", dz, self.k[idx], dz)
         out = functional_call(self.model, {**self.frozen, **dict(zip(self.names, leaves))}, (xb,), strict=False)
@@ -250,7 +251,7 @@ def gauss_newton_applies(model: nn.Module, params: dict[str, torch.Tensor], data
     if has_rnn(model) or not latent_mode_applies(model, params, data[:8]):
         return False
     with torch.no_grad():
-        latent_dim = model.encoder(data[:1]).shape[1]
+        latent_dim = cast(nn.Module, model.encoder)(data[:1]).shape[1]
     n_params = sum(p.numel() for p in params.values())
     if gauss_newton_bytes(len(data), latent_dim, n_params, n_gradient_rows) > budget_bytes(max_memory_mb):
         return False
@@ -393,6 +394,7 @@ def influence_scores(
             # Its graph runs through the encoder only, so it also pays off when the full graph of a
             # minibatch would not fit in the budget and had to be built in parts.
             full = BatchHessian(model, params, data_dev, loss_fn, "full", hvp_batch, max_graph_bytes=graph_bytes)
+            assert full.graph_examples is not None  # set, as max_graph_bytes was given
             split = full.graph_examples < len(batches[0].unique()) if batches else False
             worth_it = n_rhs * len(batches) >= len(data) or split
             latent_ok = not has_rnn(model) and latent_mode_applies(model, params, data_dev[:8])
@@ -402,14 +404,14 @@ def influence_scores(
                 "hvp_mode='latent' needs model(x) == model.decoder(model.encoder(x)) and encoder-only parameters"
             )
         try:
-            hessian = full if mode == "full" and full is not None else BatchHessian(
+            batch_hessian = full if mode == "full" and full is not None else BatchHessian(
                 model, params, data_dev, loss_fn, mode, hvp_batch, latent_batch, graph_bytes)
         except (RuntimeError, NotImplementedError) as exc:
             if hvp_mode == "latent":
                 raise
             warnings.warn(f"latent HVP mode unavailable ({exc.__class__.__name__}); using full HVPs", stacklevel=2)
-            hessian = full or BatchHessian(model, params, data_dev, loss_fn, "full", hvp_batch,
-                                           max_graph_bytes=graph_bytes)
+            batch_hessian = full or BatchHessian(model, params, data_dev, loss_fn, "full", hvp_batch,
+                                                 max_graph_bytes=graph_bytes)
 
         x_rhs, x_other = (x_train, x_test) if direction == "train" else (x_test, x_train)
 
@@ -418,7 +420,7 @@ def influence_scores(
                 model, xb, loss_fn, param_filter, batch, dev))
 
         solve = _lissa if direction == "train" else _lissa_transposed
-        scores = _solve_streamed(hessian, rows(x_rhs), rows(x_other), solve, batches, damp, scale * n_scale,
+        scores = _solve_streamed(batch_hessian, rows(x_rhs), rows(x_other), solve, batches, damp, scale * n_scale,
                                  scale, rhs_chunk_size, batch_size, n_bytes, progress)
         scores = scores.T if direction == "train" else scores
     return scores.float().cpu()
@@ -442,6 +444,7 @@ def _solve_streamed(
     left_rows = max(1, budget_rows - 5 * chunk)
     plan = BlockPlan.for_budget(left_rows * row_bytes, row_bytes, batch_size)
     g_other = other.rows(0, len(other), plan.batch) if fits or len(other) <= plan.hold else None
+    assert g_other is None or isinstance(g_other, torch.Tensor)  # plain gradient rows (_grads_on_device)
     out = torch.empty(len(rhs), len(other))
     n_chunks = -(-len(rhs) // chunk)
     total = n_chunks * len(batches)
@@ -455,7 +458,9 @@ def _solve_streamed(
             continue
         for o0 in range(0, len(other), plan.hold):
             o1 = min(len(other), o0 + plan.hold)
-            out[start:stop, o0:o1] = (solved @ other.rows(o0, o1, plan.batch).T).cpu()
+            block = other.rows(o0, o1, plan.batch)
+            assert isinstance(block, torch.Tensor)  # plain gradient rows (_grads_on_device)
+            out[start:stop, o0:o1] = (solved @ block.T).cpu()
     return out
 
 
@@ -475,11 +480,11 @@ def _gauss_newton_scores(
                              "of an LSTM are slow to batch); use hessian='exact'")
     n_params = sum(p.numel() for p in params.values())
     with torch.no_grad():
-        latent_dim = model.encoder(data[:1]).shape[1]
+        latent_dim = cast(nn.Module, model.encoder)(data[:1]).shape[1]
     check_gauss_newton_memory(len(data), latent_dim, n_params, len(x_train) + len(x_test), n_bytes)
     hessian = BatchHessian(model, params, data, loss_fn, "latent", latent_batch_size=batch_size)
     encoder_params = {name[len("encoder."):]: p for name, p in params.items()}
-    jacobians = latent_jacobians(model.encoder, encoder_params, data, batch_size)
+    jacobians = latent_jacobians(cast(nn.Module, model.encoder), encoder_params, data, batch_size)
     g_train = _grads_on_device(model, x_train, loss_fn, param_filter, batch_size, dev)
     g_test = _grads_on_device(model, x_test, loss_fn, param_filter, batch_size, dev)
     scores = gauss_newton_lissa(jacobians, hessian.k, g_train, g_test, batches, damp, scale, n_scale,

@@ -473,7 +473,9 @@ def write_result(result: ExperimentResult, results: str | os.PathLike | None = N
             save_figure(figure, folder / f"{name}.png")
             written.append(f"{name}.png")
         if result.arrays:
-            np.savez_compressed(folder / "arrays.npz", **{k: np.asarray(v) for k, v in result.arrays.items()})
+            # numpy's stubs match **kwds against allow_pickle: bool too; every value here is an array
+            np.savez_compressed(folder / "arrays.npz",
+                                **{k: np.asarray(v) for k, v in result.arrays.items()})  # type: ignore[arg-type]
             written.append("arrays.npz")
         run = {
             "experiment": result.experiment,

@@ -15,12 +15,13 @@ the curves with a paired 95% interval.
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import altair as alt
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from lfx_engine.catalogue import STUDY_PREFIX
 from lfx_engine.data import baseline, get_spec, load_split
@@ -109,7 +110,7 @@ def feature_scores(result: ExperimentResult | None, hub: ModelHub, name: str, da
              **({"encoder": "random_init", "init_seed": seed} if random_init else {})}
 
     def compute() -> dict[str, np.ndarray]:
-        encoder = hub.load(name).encoder
+        encoder = cast(nn.Module, hub.load(name).encoder)
         if random_init:
             encoder = randomised_copy(encoder, seed)
         attr = label_free_attribution(encoder, x, method, baselines=x_bar, batch_size=batch_size,
@@ -184,7 +185,8 @@ def run_consistency_features(
         if control in controls:
             scores[control] = control_scores(control, x, x_bar, seed=seed)
     report.log(f"{EXPERIMENT}/{dataset}: masking and representation shift")
-    summary, per_example = shift_curve(model.encoder, x, scores, baseline=None if zero_baseline else x_bar,
+    summary, per_example = shift_curve(cast(nn.Module, model.encoder), x, scores,
+                                       baseline=None if zero_baseline else x_bar,
                                        percents=percents, seed=seed, device=dev, return_per_example=True)
     report.step()
     areas = _areas(per_example, methods, controls)

@@ -13,12 +13,13 @@ from __future__ import annotations
 import functools
 import math
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import altair as alt
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from lfx_engine.data import get_spec, load_split, resize_to_32
 from lfx_engine.errors import ParameterError
@@ -121,11 +122,11 @@ def unit_metrics(result: ExperimentResult | None, hub: ModelHub, name: str, data
                                spearman_max_pixels=spearman_max_pixels, null_seed=null_seed)
 
     def compute() -> dict[str, np.ndarray]:
-        encoder = hub.load(name).encoder
+        encoder = cast(nn.Module, hub.load(name).encoder)
         if null_seed is not None:
             encoder = randomised_copy(encoder, null_seed)
         acc = DisentanglementAccumulator(spearman_max_pixels=spearman_max_pixels, seed=seed)
-        maps = []
+        maps: list[np.ndarray] = []
         for k, a in enumerate(range(0, len(x), chunk)):
             s = unit_attribution(encoder, x[a:a + chunk], "gradient_shap", baselines=None, batch_size=batch_size,
                                  device=device, seed=seed + k)
@@ -364,7 +365,7 @@ def _comparison(summary: pd.DataFrame, dataset: str) -> pd.DataFrame:
     rows = []
     for r in summary.itertuples():
         key = (r.loss, int(r.beta)) if float(r.beta).is_integer() else None
-        ref = REFERENCE.get(r.metric, {}).get(dataset, {}).get(key)
+        ref = REFERENCE.get(r.metric, {}).get(dataset, {}).get(key) if key is not None else None
         rows.append({"loss": r.loss, "beta": r.beta, "metric": r.metric, "mean": r.mean, "std": r.std,
                      "n_runs": r.n_runs, "reference_mean": ref[0] if ref else np.nan,
                      "reference_std": ref[1] if ref and ref[1] is not None else np.nan,

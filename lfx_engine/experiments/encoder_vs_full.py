@@ -13,7 +13,7 @@ all pixels, Pearson of the dataset-averaged maps and the mean of r².
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import altair as alt
 import numpy as np
@@ -277,7 +277,7 @@ def factorial_cell(result: ExperimentResult | None, hub: ModelHub, name: str, da
         model = hub.load(name)
         kw: dict[str, Any] = {"batch_norm": batch_norm, "pairing": pairing, "batch_size": batch_size,
                               "device": device, "seed": seed}
-        enc = earlier_code_attribution(model.encoder, x, method, **kw)
+        enc = earlier_code_attribution(cast(nn.Module, model.encoder), x, method, **kw)
         out = {}
         for output in FULL_OUTPUTS:
             full_model = _SoftmaxOutput(model) if output == "softmax" else model

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import time
 import warnings
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import numpy as np
 import pandas as pd
@@ -161,8 +161,9 @@ def run_lucid(
     rows = []
     for beta, name in present.items():
         model = hub.load(name)
+        encoder = cast(nn.Module, model.encoder)
         sha = hub.record(name)["sha256"]
-        mu_test = encode(model.encoder, x_stats).numpy()
+        mu_test = encode(encoder, x_stats).numpy()
         renders = []
         d = mu_test.shape[1]
         for j in range(d):
@@ -171,14 +172,14 @@ def run_lucid(
                      "seed": seed + j, "steps": steps, "lr": lr, "leaky_relu": leaky_relu, "size": size,
                      "channels": channels, "recipe": "fft image, no decorrelation, no transforms, no preprocess"}
             image = cached_arrays(result, "lucid", parts, lambda: {"image": render_unit(
-                model.encoder, j, channels=channels, size=size, steps=steps, lr=lr, seed=seed + j,
+                encoder, j, channels=channels, size=size, steps=steps, lr=lr, seed=seed + j,
                 leaky_relu=leaky_relu)}, use_cache)["image"]
             renders.append(image)
             report.step()
         stack = np.stack(renders)  # (d, H, W, C)
         with torch.no_grad():
-            mu_render = model.encoder(torch.from_numpy(stack).permute(0, 3, 1, 2).contiguous()
-                                      .to(next(model.parameters()).device)).cpu().numpy()
+            mu_render = encoder(torch.from_numpy(stack).permute(0, 3, 1, 2).contiguous()
+                                .to(next(model.parameters()).device)).cpu().numpy()
         for j in range(d):
             rows.append({"model": name, "beta": float(beta), "unit": j, "steps": steps, "lr": lr, "seed": seed + j,
                          "leaky_relu": leaky_relu, "activation": float(mu_render[j, j]),

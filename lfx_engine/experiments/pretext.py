@@ -10,12 +10,13 @@ reading: off-diagonal correlations clearly below 1.
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import altair as alt
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from lfx_engine.catalogue import source_prefix
 from lfx_engine.data import balanced_subset_indices, baseline, get_spec, load_split
@@ -64,7 +65,7 @@ def complete_runs(hub: ModelHub, dataset: str, model_source: str = "zoo") -> tup
     """(runs with all four models trained, runs with only some of them)."""
     runs: dict[int, set[str]] = {}
     for rec in hub.find(dataset, experiment="pretext", source=model_source):
-        if rec.get("name") == entry_name(dataset, rec.get("task"), int(rec.get("run") or 0), model_source):
+        if rec.get("name") == entry_name(dataset, str(rec.get("task")), int(rec.get("run") or 0), model_source):
             runs.setdefault(int(rec["run"]), set()).add(rec["task"])
     complete = sorted(r for r, tasks in runs.items() if set(TASKS) <= tasks)
     partial = sorted(r for r, tasks in runs.items() if not set(TASKS) <= tasks)
@@ -79,8 +80,8 @@ def abs_gradient_shap(result: ExperimentResult | None, hub: ModelHub, name: str,
              "seed": seed, "baseline": "zeros", "abs": True}
 
     def compute() -> dict[str, np.ndarray]:
-        attr = label_free_attribution(hub.load(name).encoder, x, "gradient_shap", baselines=baseline(dataset),
-                                      batch_size=batch_size, device=device, seed=seed)
+        attr = label_free_attribution(cast(nn.Module, hub.load(name).encoder), x, "gradient_shap",
+                                      baselines=baseline(dataset), batch_size=batch_size, device=device, seed=seed)
         return {"attr": attr.abs().numpy().astype(np.float32)}
 
     return cached_arrays(result, "exp_pretext_features", parts, compute, use_cache)["attr"]
@@ -93,7 +94,7 @@ def latents(result: ExperimentResult | None, hub: ModelHub, name: str, dataset: 
              "split": split, "n": int(len(indices)), "rows": subset_digest(indices)}
 
     def compute() -> dict[str, np.ndarray]:
-        return {"h": encode(hub.load(name).encoder, x, device=device).numpy()}
+        return {"h": encode(cast(nn.Module, hub.load(name).encoder), x, device=device).numpy()}
 
     return torch.from_numpy(cached_arrays(result, "exp_latents", parts, compute, use_cache)["h"])
 
@@ -270,7 +271,7 @@ def noise_ceiling(hub: ModelHub, dataset: str, runs: Sequence[int], model_source
     are only evidence of different explanations where they fall below this
     ceiling. Needs at least two runs; the arrays come from the disk cache.
     """
-    rows = []
+    rows: list[dict[str, Any]] = []
     columns = ["kind", "correlation", "task", "run_a", "run_b", "value"]
     if len(runs) < 2:
         return pd.DataFrame(rows, columns=columns)

@@ -311,8 +311,8 @@ class ExplorerCore:
 
             for key in list(self._models):
                 add("model", key, self._model_bytes.get(key, 0))
-            for key, (_, resized) in list(self._resized.items()):
-                add("resized", key, resized.numel() * resized.element_size())
+            for split_key, (_, resized) in list(self._resized.items()):
+                add("resized", split_key, resized.numel() * resized.element_size())
             for key, arrays in list(self._indices.items()):
                 add("index", key, sum(a.nbytes for a in arrays.values()))
             for cached in data_splits.cached_splits():
@@ -329,14 +329,19 @@ class ExplorerCore:
 
     def _drop(self, item: HeldItem) -> int:
         """Let go of one held item; the bytes freed (0 when it was gone already)."""
+        # the key's type follows the kind (see held): a model's or an index's name, else (dataset, split)
         if item.kind == "model":
+            assert isinstance(item.key, str)
             freed = item.nbytes if self._models.pop(item.key, None) is not None else 0
             self._model_bytes.pop(item.key, None)
         elif item.kind == "resized":
+            assert isinstance(item.key, tuple)
             freed = item.nbytes if self._resized.pop(item.key, None) is not None else 0
         elif item.kind == "index":
+            assert isinstance(item.key, str)
             freed = item.nbytes if self._indices.pop(item.key, None) is not None else 0
         else:
+            assert isinstance(item.key, tuple)
             dataset, split = item.key
             freed = data_splits.forget_split(dataset, split)
             for key, (source, resized) in list(self._resized.items()):  # resizes of it would be redone anyway
@@ -406,9 +411,10 @@ class ExplorerCore:
         if entry.resize32:
             # resizing 60k images takes seconds: keep the result while the loaded split is the same object
             key = (dataset, split_name)
-            source, resized = self._resized.get(key, (lambda: None, None))
-            if source() is not x:  # the weak reference: a resize does not keep an evicted split alive
+            ref, resized = self._resized.get(key, (lambda: None, None))
+            if ref() is not x:  # the weak reference: a resize does not keep an evicted split alive
                 resized = resize_to_32(x)
+            assert resized is not None  # stored with its split, or just computed
             with self._lock:
                 self._resized.pop(key, None)
                 self._resized[key] = (weakref.ref(x), resized)  # stored again: a use, newest last

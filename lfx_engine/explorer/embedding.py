@@ -7,11 +7,12 @@ under the engine's one key scheme (weights sha256, data fingerprint, parameters,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from lfx_engine import cache
 from lfx_engine.errors import ParameterError
@@ -145,7 +146,7 @@ class EmbeddingViews(ExampleViews, FeatureViews):
 
         def compute() -> dict[str, np.ndarray]:
             x = self.test_data(name)[0][:n]
-            encoder = self.model(name).encoder
+            encoder = cast(nn.Module, self.model(name).encoder)
             parts: list[dict[str, np.ndarray]] = []
             for start in range(0, n, STAT_BATCH):
                 xb = x[start: start + STAT_BATCH]
@@ -192,6 +193,7 @@ class EmbeddingViews(ExampleViews, FeatureViews):
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ParameterError(f"k must be a positive integer, got {k!r}")
         scores = self.sample_example_scores(name, "dknn", index, n)
+        assert scores is not None  # computed (compute=True)
         ranking = self.example_ranking(name, scores, n).head(int(k)).copy()
         ranking["distance"] = np.sqrt(np.clip(1.0 / ranking["score"].to_numpy() - DKNN_EPS, 0.0, None))
         return ranking[["rank", "train_index", "label", "class", "distance"]].reset_index(drop=True)

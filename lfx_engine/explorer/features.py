@@ -1,11 +1,12 @@
 """Feature importance of the explorer: one-sample attributions, VAE unit maps, latents and the latent map."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from lfx_engine import cache
 from lfx_engine.example_importance import encode
@@ -25,7 +26,7 @@ class FeatureViews(ExplorerCore):
         """Label-free attribution of the model's encoder for a few inputs, input-shaped."""
         self.check_input(name, x)
         self._check_feature_method(name, method)
-        encoder = self.model(name).encoder
+        encoder = cast(nn.Module, self.model(name).encoder)
         attr = label_free_attribution(encoder, x, method, baselines=self.baseline_for(name, x), seed=seed,
                                       device=self.device, **kwargs)
         return attr.numpy()
@@ -46,19 +47,20 @@ class FeatureViews(ExplorerCore):
     def unit_maps(self, name: str, x: torch.Tensor, method: str = "gradient_shap", seed: int = 0) -> np.ndarray:
         """Per-latent-unit saliency |z_j · A_j| (N, d, H, W) of a VAE."""
         self.check_input(name, x)
-        return unit_attribution(self.model(name).encoder, x, method, baselines=self.baseline_for(name, x),
-                                seed=seed, device=self.device).numpy()
+        return unit_attribution(cast(nn.Module, self.model(name).encoder), x, method,
+                                baselines=self.baseline_for(name, x), seed=seed, device=self.device).numpy()
 
     def latent(self, name: str, x: torch.Tensor) -> np.ndarray:
         """Representation f(x) of a few inputs."""
-        return encode(self.model(name).encoder, x, device=self.device).numpy()
+        return encode(cast(nn.Module, self.model(name).encoder), x, device=self.device).numpy()
 
     # ------------------------------------------------------------------ dataset-wide (disk cache)
     def test_latents(self, name: str, progress: Progress = None) -> np.ndarray:
         """Latents of the whole test split (cached on disk)."""
         def compute() -> dict[str, np.ndarray]:
             x, _ = self.test_data(name)
-            return {"z": encode(self.model(name).encoder, x, device=self.device, progress=progress).numpy()}
+            return {"z": encode(cast(nn.Module, self.model(name).encoder), x, device=self.device,
+                                progress=progress).numpy()}
         return cache.cached("latents", self._key(name, split="test"), compute)["z"]
 
     def latent_map(self, name: str, n_points: int = 2000, progress: Progress = None) -> pd.DataFrame:

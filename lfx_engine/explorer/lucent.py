@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ class LucentViews(ExplorerCore):
         reason = self.entry(name).unsupported.get("lucent")
         if reason:
             raise ParameterError(f"feature visualisation does not apply: {reason}")
-        encoder = self.model(name).encoder
+        encoder = cast(nn.Module, self.model(name).encoder)
         what = "posterior mean μ" if choice.task in ("betavae", "btcvae", "vae") else "representation"
         targets = [{"layer": "latent", "title": f"latent units ({what}, d = {choice.latent_dim})",
                     "units": int(choice.latent_dim)}]
@@ -58,10 +58,11 @@ class LucentViews(ExplorerCore):
             raise ParameterError(f"the learning rate must be a positive number, got {lr!r}")
         choice = self.choice(name)
         x = self.test_data(name)[0]
-        encoder = self.model(name).encoder
+        encoder = cast(nn.Module, self.model(name).encoder)
         vae_mu = layer == "latent" and choice.task in ("betavae", "btcvae") and choice.source in BUILTIN_SOURCES
         # a VAE's μ units use run_lucid's exact key, so the app and `reproduce lucid` share their renders
         module = encoder if vae_mu else _LucentProbe(encoder, "" if layer == "latent" else layer)
+        parts: dict[str, Any]
         parts = {"experiment": "lucid", "model": name, "sha256": self.entry(name).sha256,
                  "layer": "encoder_mu" if vae_mu else f"probe:{layer}", "channel": int(unit),
                  "seed": int(seed) + int(unit), "steps": int(steps), "lr": float(lr), "leaky_relu": bool(leaky_relu),
@@ -113,8 +114,9 @@ class LucentViews(ExplorerCore):
     def lucent_activation(self, name: str, layer: str, unit: int, x: np.ndarray | torch.Tensor) -> np.ndarray:
         """The target's activation (unit value, or channel mean for a conv layer) for inputs ``x`` (N, C, H, W)."""
         self._lucent_setup(name, layer, unit, 1, 0, False, self.LUCENT_LR)  # validates the target
+        encoder = cast(nn.Module, self.model(name).encoder)
         # a private copy: the probe hooks a layer, and other sessions use the shared model concurrently
-        probe = _LucentProbe(copy.deepcopy(self.model(name).encoder), "" if layer == "latent" else layer)
+        probe = _LucentProbe(copy.deepcopy(encoder), "" if layer == "latent" else layer)
         x = torch.as_tensor(np.asarray(x, dtype=np.float32))
         self.check_input(name, x)
         with torch.inference_mode():

@@ -1,11 +1,12 @@
 """Masking shift of the explorer (METHOD §7.1): dataset-wide curves (cached) and one sample's masked views."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from lfx_engine import cache
 from lfx_engine.errors import ParameterError
@@ -52,7 +53,7 @@ class MaskingViews(FeatureViews):
         steps = len(explained) + 1
 
         def compute() -> dict[str, np.ndarray]:
-            encoder = self.model(name).encoder
+            encoder = cast(nn.Module, self.model(name).encoder)
             twin = randomised_copy(encoder, seed=0) if random_init else None
             x_bar = self.baseline_for(name, x)
             scores = {}
@@ -61,7 +62,9 @@ class MaskingViews(FeatureViews):
                 # per-chunk progress: attributions dominate the cost (IG on an LSTM takes seconds per chunk)
                 step = (lambda done, _t, i=i: progress(i * n_samples + done, total)) if progress else None
                 key = random_init_key(method) if on_twin else method
-                scores[key] = label_free_attribution(twin if on_twin else encoder, x, method, baselines=x_bar,
+                module = twin if on_twin else encoder
+                assert module is not None  # a twin exists whenever on_twin (random_init)
+                scores[key] = label_free_attribution(module, x, method, baselines=x_bar,
                                                      device=self.device, progress=step)
             for control in controls:
                 if control in INPUT_CONTROLS:
@@ -93,7 +96,7 @@ class MaskingViews(FeatureViews):
         x = x_all[index: index + 1]
         for method in methods:
             self._check_feature_method(name, method)
-        encoder = self.model(name).encoder
+        encoder = cast(nn.Module, self.model(name).encoder)
         attrs = {m: label_free_attribution(encoder, x, m, baselines=self.baseline_for(name, x), device=self.device)
                  for m in methods if m != "random"}
         return shift_curve(encoder, x, attrs, baseline=self.baseline_for(name, x), include_random=True,

@@ -12,7 +12,7 @@ example's representation: the GradientShap pairing defect of the earlier code
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import torch
 from captum.attr import Attribution
@@ -126,6 +126,7 @@ def attribute_chunk(
             kw["baselines"] = x_bar.expand_as(x)
     if extra_args:
         kw["additional_forward_args"] = extra_args
+    assert spec.factory is not None  # only the random control has none, and its callers handle it first
     attributor = spec.factory(explained)
     inputs = inputs.detach().requires_grad_(True)
     with no_leftover_hooks(explained):
@@ -212,6 +213,6 @@ def encoder_vs_full_attribution(
     """
     if not hasattr(model, "encoder"):
         raise ParameterError("the model has no `encoder` attribute")
-    enc = label_free_attribution(model.encoder, inputs, method, **kwargs)
+    enc = label_free_attribution(cast(nn.Module, model.encoder), inputs, method, **kwargs)
     full = label_free_attribution(model, inputs, method, **kwargs)
     return enc, full

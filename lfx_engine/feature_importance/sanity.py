@@ -35,9 +35,10 @@ def randomised_copy(module: nn.Module, seed: int = 0) -> nn.Module:
                              "needs standard layers")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
+        # nn.Module declares neither method: call what the getattr checks above found
         for m in resettable:
-            m.reset_parameters()
+            getattr(m, "reset_parameters")()
         for m in copied.modules():
             if callable(getattr(m, "reset_running_stats", None)):
-                m.reset_running_stats()
+                getattr(m, "reset_running_stats")()
     return copied.eval()

@@ -78,10 +78,10 @@ class DisentanglementAccumulator:
         self.n_images = 0
         self._shift: torch.Tensor | None = None
         self._count = 0
-        self._sum = None  # (d,) float64
-        self._sumsq = None  # (d,d) float64
-        self._cos_sum = None
-        self._cos_cnt = None
+        self._sum: torch.Tensor | None = None  # (d,) float64
+        self._sumsq: torch.Tensor | None = None  # (d,d) float64
+        self._cos_sum: torch.Tensor | None = None
+        self._cos_cnt: torch.Tensor | None = None
         self._ent_sum = 0.0
         self._act_sum = 0.0
         self._ent_cnt = 0
@@ -108,6 +108,9 @@ class DisentanglementAccumulator:
             raise ParameterError(f"batch has d={d}, {p} pixels; earlier batches had d={self.d}, {self.pixels}")
         if n == 0:
             return
+        # set together with self.d by the first batch
+        assert self._shift is not None and self._sum is not None and self._sumsq is not None
+        assert self._cos_sum is not None and self._cos_cnt is not None
         # pooled Pearson: shifted running sums over all (image, pixel) columns
         cols = (x - self._shift.to(x.device)[None, :, None]).permute(1, 0, 2).reshape(d, -1)
         self._sum += cols.sum(dim=1).cpu()
@@ -160,6 +163,7 @@ class DisentanglementAccumulator:
     def pearson_matrix(self) -> np.ndarray:
         """Pooled ``d×d`` Pearson matrix of the units."""
         self._require()
+        assert self._sum is not None and self._sumsq is not None  # _require: a batch was added
         mean = self._sum / self._count
         cov = self._sumsq / self._count - torch.outer(mean, mean)
         sd = torch.sqrt(torch.clamp(torch.diagonal(cov), min=0))
@@ -180,6 +184,7 @@ class DisentanglementAccumulator:
     def cosine_matrix(self) -> np.ndarray:
         """``d×d`` per-image cosine averaged over images."""
         self._require()
+        assert self._cos_sum is not None and self._cos_cnt is not None  # _require: a batch was added
         with np.errstate(invalid="ignore", divide="ignore"):
             return (self._cos_sum / self._cos_cnt).numpy()
 

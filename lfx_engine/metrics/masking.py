@@ -82,6 +82,7 @@ def topk_mask(
     if (m is None) == (fraction is None):
         raise ParameterError("give exactly one of m and fraction")
     if m is None:
+        assert fraction is not None  # exactly one of m and fraction was given
         m = int(float(fraction) * p + 1e-9)
     m = int(m)
     if not 0 <= m <= p:
@@ -207,7 +208,7 @@ def shift_curve(
                         shifts.append(torch.zeros(b - a))
                         continue
                     xm = mask_inputs(x[a:b].to(dev), scores[a:b].to(dev), m,
-                                     base[a:b] if per_example_base else base)
+                                     base[a:b] if per_example_base and isinstance(base, torch.Tensor) else base)
                     z = module(xm).reshape(b - a, -1)
                     shifts.append(((z0[a:b] - z) ** 2).sum(dim=1).float().cpu())
             values = torch.cat(shifts).numpy()

@@ -19,12 +19,21 @@ is ``salient_units`` in :mod:`lfx_engine.metrics.disentanglement`.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 from torch import Tensor, nn
 
 from lfx_engine.models.losses import reconstruction_per_example
+
+
+class _VAELike(Protocol):
+    """The methods :func:`vae_quality` calls on its model besides nn.Module's own."""
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]: ...
+
+    def decode(self, z: Tensor) -> Tensor: ...
+
 
 #: Var_x(μ_j) above which a unit counts as active (Burda et al., 2016).
 ACTIVE_VARIANCE = 0.01
@@ -81,6 +90,7 @@ def vae_quality(model: nn.Module, x: Tensor, *, mean_image: Tensor | None = None
     model.eval()
     dev = torch.device(device)
     distribution = getattr(model, "distribution", "bernoulli")
+    vae = cast(_VAELike, model)  # torch types attributes nn.Module lacks (encode, decode) as Tensor | Module
     mean_image = (x.float().mean(0) if mean_image is None else mean_image.float()).to(dev)
     if distribution == "bernoulli":
         mean_image = mean_image.clamp(1e-6, 1 - 1e-6)
@@ -88,8 +98,8 @@ def vae_quality(model: nn.Module, x: Tensor, *, mean_image: Tensor | None = None
     try:
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size].float().to(dev)
-            mu, logvar = model.encode(xb)
-            recon = model.decode(mu)
+            mu, logvar = vae.encode(xb)
+            recon = vae.decode(mu)
             rec_sum += float(reconstruction_per_example(recon, xb, distribution).sum())
             base = mean_image.expand_as(xb)
             base_sum += float(reconstruction_per_example(base, xb, distribution).sum())

@@ -16,7 +16,7 @@ named ``rec``, ``kl`` and, for β-TC-VAE, ``mi``, ``tc``, ``dwkl``.
 from __future__ import annotations
 
 import math
-from typing import Mapping, Optional
+from typing import Mapping, Optional, cast
 
 import torch
 import torch.nn.functional as F
@@ -145,5 +145,7 @@ def example_loss(model: nn.Module, x: Tensor, y: Optional[Tensor] = None,
         return F.cross_entropy(out, y, reduction="none")
     if loss_name == "vae":
         recon, mu, logvar = out
-        return reconstruction_per_example(recon, x, model.distribution) + kl_normal_per_example(mu, logvar)
+        # a plain str attribute of the VAE (torch types unknown Module attributes as Tensor | Module)
+        distribution = cast(str, model.distribution)
+        return reconstruction_per_example(recon, x, distribution) + kl_normal_per_example(mu, logvar)
     raise ParameterError(f"model {type(model).__name__} declares no known pretext loss (loss_name={loss_name!r})")

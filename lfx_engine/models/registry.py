@@ -105,6 +105,7 @@ def build_model(arch: str, **kwargs: Any) -> nn.Module:
     """Build a freshly initialised model; records ``model.arch`` and ``model.arch_kwargs``."""
     resolved = resolve_arch_kwargs(arch, **kwargs)
     model = get_builder(arch)(**resolved)
-    model.arch = arch
-    model.arch_kwargs = resolved
+    # setattr: torch types nn.Module.__setattr__'s value as Tensor | Module, but plain attributes are fine
+    setattr(model, "arch", arch)
+    setattr(model, "arch_kwargs", resolved)
     return model

@@ -88,7 +88,8 @@ class _ExampleReducer:
         self.done_columns: dict[int, int] = {}
         self.dense = DenseSink(n_test, n_train) if sink == "dense" else None
         self.top = TopKSink(n_test, k, bottom=True) if sink == "topk" else None
-        self.running: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        # (top values, their columns, bottom values, their columns) per test block
+        self.running: dict[int, tuple[torch.Tensor, ...]] = {}
         self.shards = ShardSink(Path(out) / "shards") if sink == "shards" and out is not None else None
 
     def add(self, tile: Any, arrays: dict[str, np.ndarray]) -> None:
@@ -160,6 +161,8 @@ def _write(result: Result, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if result.arrays:
         arrays = result.arrays
-        atomic_write(out / f"{result.job.what}.npz", lambda handle: np.savez(handle, **arrays))
+        # numpy's stubs match **kwds against savez's allow_pickle: bool too; every value here is an array
+        atomic_write(out / f"{result.job.what}.npz",
+                     lambda handle: np.savez(handle, **arrays))  # type: ignore[arg-type]
     text = json.dumps(result.summary(), indent=2, default=str).encode()
     atomic_write(out / "summary.json", lambda handle: handle.write(text))

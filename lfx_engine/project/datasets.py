@@ -68,6 +68,7 @@ def _read_images(cfg: EntryConfig, files: list[Path]) -> np.ndarray:
     resize = cfg.get("resize")
     arrays, first_size, first_file = [], None, None
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    img: Image.Image  # opened as an ImageFile, then converted (and resized) to a plain Image
     for path in files:
         try:
             with Image.open(path) as img:
@@ -76,10 +77,11 @@ def _read_images(cfg: EntryConfig, files: list[Path]) -> np.ndarray:
                     channels = 1 if img.mode in ("1", "L", "LA", "I", "I;16", "F") else 3
                 img = img.convert("L" if channels == 1 else "RGB")
                 if isinstance(resize, list):
-                    img = img.resize((int(resize[1]), int(resize[0])), Image.BILINEAR)
+                    img = img.resize((int(resize[1]), int(resize[0])), Image.Resampling.BILINEAR)
                 if first_size is None:
                     first_size, first_file = img.size, path
                 elif img.size != first_size:
+                    assert first_file is not None  # set with first_size
                     raise _fail(cfg, f"mixed image sizes: {first_file.name} is {first_size[0]}×{first_size[1]} but "
                                      f"{path.name} is {img.size[0]}×{img.size[1]}; set resize = [height, width] to "
                                      "resize them all")

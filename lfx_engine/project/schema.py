@@ -334,5 +334,6 @@ def parse_project(path: str | Path, builtin_datasets: tuple[str, ...] = ()) -> P
             else:
                 sections[section][name] = _validate_model(name, values, path.parent, sections["datasets"],
                                                           builtin_datasets, lines)
-    title = project.get("name") if isinstance(project.get("name"), str) else path.parent.name
+    declared_name = project.get("name")
+    title = declared_name if isinstance(declared_name, str) else path.parent.name
     return ProjectConfig(path, title, python_path, sections["datasets"], sections["models"], problems)

@@ -296,7 +296,7 @@ def load_checkpoint(path: PathLike, arch: Optional[str] = None, *, expected_sha2
     except LFXError as exc:
         raise CheckpointError(f"{file} describes an architecture that cannot be built: {exc}") from None
     load_matching_state(model, state, lambda what: f"{file} does not match architecture {meta['arch']!r}: {what}")
-    model.checkpoint_metadata = meta
+    setattr(model, "checkpoint_metadata", meta)  # a plain attribute (torch types Module attributes Tensor | Module)
     if device is not None:
         model.to(device)
     return model.eval()

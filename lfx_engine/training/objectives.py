@@ -8,7 +8,7 @@ task and are comparable from epoch to epoch.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, cast
 
 import torch
 from torch import Tensor, nn
@@ -114,6 +114,7 @@ class VAEObjective(Objective):
         recon = model.decode(z)
         if self.kind == "betavae":
             return beta_vae_loss(recon, x, mu, logvar, self.beta, self.distribution, kl_weight=kl_weight)
+        assert self.dataset_size is not None  # __init__ requires it for btcvae
         return beta_tcvae_loss(recon, x, z, mu, logvar, self.beta, self.dataset_size, self.distribution,
                                kl_weight=kl_weight)
 
@@ -144,5 +145,7 @@ def make_objective(task: str, model: nn.Module, *, beta: Optional[float] = None,
             raise ParameterError(f"task {task!r} needs a VAE architecture")
         if beta is None:
             raise ParameterError(f"task {task!r} needs beta")
-        return VAEObjective(task, beta, model.distribution, dataset_size, warmup_steps=kl_warmup)
+        # a plain str attribute of the VAE (torch types unknown Module attributes as Tensor | Module)
+        distribution = cast(str, model.distribution)
+        return VAEObjective(task, beta, distribution, dataset_size, warmup_steps=kl_warmup)
     raise ParameterError(f"unknown task {task!r}; choose one of {TASKS}")

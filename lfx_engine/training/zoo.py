@@ -28,7 +28,7 @@ import platform
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union, cast
 
 import torch
 from torch import Tensor, nn
@@ -117,7 +117,7 @@ def _build_zoo() -> dict[str, ZooEntry]:
         "cifar100": ("cifar_ae", "cifar_classifier", "vae_cifar", 16, 16, 2, False, (("n_classes", 100),)),
     }
     for ds, (ae, clf, vae, d, vae_d, runs, shipped, clf_kwargs) in image.items():
-        common = dict(dataset=ds, batch_size=300, max_epochs=100, shipped=shipped)
+        common: dict[str, Any] = dict(dataset=ds, batch_size=300, max_epochs=100, shipped=shipped)
         entries.append(ZooEntry(name=f"{ds}_dae_consistency", experiment="consistency", arch=ae, task="denoising",
                                 run=1, seed=1, latent_dim=d, tracin=True, **common))
         for run in range(1, runs + 1):
@@ -486,7 +486,7 @@ def train_entry(entry: Union[str, ZooEntry], *, epochs: Optional[int] = None, ma
         for epoch, path in zip(result.tracin_epochs, result.tracin_checkpoints):
             moved = tracin_final / Path(path).name
             tracin_records.append({"epoch": epoch, "file": _rel(moved, root), "sha256": file_sha256(moved)})
-    arch_kwargs = dict(model.arch_kwargs)
+    arch_kwargs = dict(cast(dict[str, Any], model.arch_kwargs))  # set by build_model (a plain attribute)
     record: dict[str, Any] = {
         "name": entry.name,
         "dataset": entry.dataset,
