@@ -86,11 +86,20 @@ def test_study_vae_passes_the_floors_and_a_wrong_mapping_does_not(imported, shar
     assert wrong.rec_ratio > 2 * good.rec_ratio
 
 
-def test_our_shipped_dsprites_vaes_are_flagged_collapsed(shared_data):
+def test_the_floors_pass_our_retrained_dsprites_vae_and_fail_an_untrained_one(shared_data):
+    """The floors separate a trained dSprites VAE from the same architecture at initialisation (or after the
+    first zoo's 80 steps, whose models no longer ship)."""
+    from lfx_engine.models import build_model
+    from lfx_engine.training.zoo import ZOO
+
     x = load_split("dsprites", "test").x[:300].float()
     mean = load_split("dsprites", "train").x[:3000].float().mean(0)
-    q = vae_quality(load_entry("dsprites_betavae_b5_run1", REPO_ROOT / "checkpoints"), x, mean_image=mean)
-    assert q.verdict() in ("collapsed", "dead") and q.active_units < 2
+    trained = vae_quality(load_entry("dsprites_betavae_b1_run1", REPO_ROOT / "checkpoints"), x, mean_image=mean)
+    assert trained.verdict() == "ok" and trained.active_units >= 2 and trained.rec_ratio < 0.9
+    entry = ZOO["dsprites_betavae_b1_run1"]
+    torch.manual_seed(0)
+    untrained = vae_quality(build_model(entry.arch, **entry.arch_kwargs()), x, mean_image=mean)
+    assert untrained.verdict() != "ok" and untrained.rec_ratio > 0.9
 
 
 def test_study_autoencoder_and_classifiers_work_on_real_data(imported, shared_data):
