@@ -179,7 +179,7 @@ def requested(field: str, options: Sequence[Any]) -> Any:
 _LINK_FORMATS = "_lfx_link_formats"
 
 
-def bind(key: str, format_func: Callable[[Any], str] | None = None) -> dict[str, Any]:
+def bind(key: str, format_func: Callable[[Any], object] | None = None) -> dict[str, Any]:
     """Widget keyword arguments that keep the widget's value in the link (Streamlit's ``bind="query-params"``).
 
     The key is the link's parameter name. ``format_func`` (given to the widget too) is how the link spells a
@@ -192,7 +192,7 @@ def bind(key: str, format_func: Callable[[Any], str] | None = None) -> dict[str,
     return kwargs
 
 
-def link_text(value: Any, format_func: Callable[[Any], str] | None = None) -> str:
+def link_text(value: Any, format_func: Callable[[Any], object] | None = None) -> str:
     """A bound widget's value as its link parameter: the option's label, a number, true/false."""
     if format_func is not None:
         return str(format_func(value))

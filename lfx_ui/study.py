@@ -184,7 +184,7 @@ def _latent_code(name: str, sha: str, index: int) -> np.ndarray:
     return explorer.latent(name, explorer.sample(name, index)[0])[0]
 
 
-def traversal(name: str, index: int, unit: int, values: Sequence[float]) -> np.ndarray:
+def traversal(name: str, index: int, unit: int, values: Sequence[float] | np.ndarray) -> np.ndarray:
     """Decoded traversal of one unit for test input ``index`` (len(values), C, H, W)."""
     return _traversal(name, checkpoint_sha(name), index, unit, tuple(float(v) for v in values))
 

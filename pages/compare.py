@@ -64,8 +64,8 @@ with user_errors(), st.spinner("Attributing both sides…", show_time=True):
 if len(sides) < 2:
     st.stop()
 
-x, label = explorer.sample(name, sample)
-x = x[0].numpy()
+batch, label = explorer.sample(name, sample)
+x = batch[0].numpy()
 (model_a, _, signed_a), (_, _, signed_b) = sides["A"], sides["B"]
 agreement = map_agreement(np.abs(signed_a), np.abs(signed_b), top=TOP)
 with main:

@@ -39,7 +39,7 @@ if not explorer.vae_models() and not explorer.user_vaes():
 choice = study.pick_study_model("dis", (*VAE_TASKS, "vae"), "VAEs")
 if choice is None:
     st.stop()
-name, dataset = choice.name, choice.dataset
+name, dataset, source = choice.name, choice.dataset, choice.source
 # the zoo's (or the study's) β × loss grid; a user's VAEs are shown on their own
 zoo = choice.source in BUILTIN_SOURCES
 vaes = explorer.vae_models(dataset, choice.source) if zoo else explorer.user_vaes(dataset)
@@ -82,17 +82,17 @@ with grid_col:
     for vae in [m for m in vaes if m.run == run]:
         with user_errors(), st.spinner(f"{vae.label}…"):
             maps = study.unit_maps(vae.name, sample)
-            mu = study.latent_code(vae.name, sample)
+            vae_mu = study.latent_code(vae.name, sample)
             peak = float(maps.max()) or 1.0  # one colour scale per row: a silent unit stays dark
             tiles = [images.input_image(x, TILE)] + [images.heatmap(m, TILE, peak=peak) for m in maps]
             tiles_all.extend(tiles)
             heading = f"{sc.LOSS_TITLES[vae.task]} β = {vae.beta:g}" if zoo else vae.label
             st.markdown(f"**{heading} ← selected**" if vae.name == name else heading)
             st.image(tiles, width=TILE, output_format="PNG",
-                     caption=["input"] + [f"unit {j} · μ = {mu[j]:+.2f}" for j in range(len(maps))])
+                     caption=["input"] + [f"unit {j} · μ = {vae_mu[j]:+.2f}" for j in range(len(maps))])
             for j, m in enumerate(maps):
                 rows, cols = np.indices(m.shape)
-                table_rows.append(pd.DataFrame({"model": vae.name, "unit": j, "mu": float(mu[j]),
+                table_rows.append(pd.DataFrame({"model": vae.name, "unit": j, "mu": float(vae_mu[j]),
                                                 "row": rows.ravel(), "col": cols.ravel(), "saliency": m.ravel()}))
     if missing:
         st.caption(f"Not trained for run {run}: {', '.join(missing)} — `python -m lfx_engine train "
@@ -147,7 +147,7 @@ with user_errors():
             result = study.run_with_status(
                 f"run_disvae on {subset}…", "Metrics computed (cached on disk for next time)",
                 lambda progress, log: explorer.disvae_study(dataset, n_test, progress=progress, log=log,
-                                                            source=choice.source),
+                                                            source=source),
                 unit="VAEs", rate=("disvae", work))
             slot.empty()
 reference = explorer.disvae_reference(dataset) if zoo else pd.DataFrame()
@@ -210,16 +210,18 @@ with user_errors():
     mu = study.latent_code(name, sample)
 if mu is not None:
     ctrl[2].metric("Posterior mean μ", ", ".join(f"{v:+.2f}" for v in mu[:6]) + (" …" if len(mu) > 6 else ""))
-    trav_tiles, trav_rows = [], []
+    trav_tiles: list[np.ndarray] = []
+    trav_rows: list[dict[str, float]] = []
     with user_errors():
         for j in range(len(mu)):
-            values = np.linspace(mu[j] - span, mu[j] + span, steps)
-            decoded = study.traversal(name, sample, j, values)
+            z_values = np.linspace(mu[j] - span, mu[j] + span, steps)
+            decoded = study.traversal(name, sample, j, z_values)
             tiles = [images.input_image(img, TILE) for img in decoded]
             trav_tiles.extend(tiles)
             st.image(tiles, width=TILE, output_format="PNG",
-                     caption=[f"z{j} = {v:+.2f}" + (" (μ)" if k == steps // 2 else "") for k, v in enumerate(values)])
-            trav_rows.extend({"unit": j, "step": k, "value": float(v)} for k, v in enumerate(values))
+                     caption=[f"z{j} = {v:+.2f}" + (" (μ)" if k == steps // 2 else "")
+                              for k, v in enumerate(z_values)])
+            trav_rows.extend({"unit": j, "step": k, "value": float(v)} for k, v in enumerate(z_values))
     if trav_tiles:
         charts.downloads(f"traversal_{name}_sample{sample}", csv=pd.DataFrame(trav_rows),
                          png=charts.image_png(images.grid(trav_tiles, steps)), key="dis_traversal")

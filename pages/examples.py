@@ -157,6 +157,7 @@ def show_examples(method: str, ranking: pd.DataFrame, searched: str, stem_part: 
 
     ``searched`` names the training examples ranked (for the exported figure), ``stem_part`` the file names' part.
     """
+    assert choice is not None and sample is not None  # the page stopped above without a model or a sample
     top, bottom = ranking.head(k), ranking.tail(k).iloc[::-1]
     x_sample, label = explorer.sample(name, sample)
     m1, m2, m3, m4 = st.columns(4)
@@ -216,6 +217,7 @@ def show_examples(method: str, ranking: pd.DataFrame, searched: str, stem_part: 
 
 def full_split_tab(method: str, params: dict[str, Any]) -> None:
     """A method over the full training split: fit it once (by itself for the latent methods), then rank at once."""
+    assert sample is not None  # the page stopped above without a sample
     title = charts.title(method)
     settings = explorer.index_params(name, method, params)
     with user_errors():
@@ -316,7 +318,8 @@ with tabs[-1]:
         for m in methods:
             if m not in usable:
                 st.caption(f"{charts.title(m)}: {explorer.example_method_problem(name, m)}")
-        ready, missing = [], []
+        ready: list[str] = []
+        missing: list[str] = []
         for m in usable:
             cheap = m not in explorer.EXPENSIVE_EXAMPLE_METHODS
             (ready if cheap or explorer.examples_cached(name, m, n, saved_params(m)) else missing).append(m)

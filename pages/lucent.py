@@ -146,7 +146,7 @@ with user_errors():
         slot = st.empty()
         offer = slot.container()
         with offer:
-            seconds, _ = estimate(len(todo))
+            seconds = estimate(len(todo))[0]
         if seconds > LONG_RENDER_S:
             offer.warning(f"Rendering the {len(todo)} missing {noun}(s) takes about {seconds:.0f} s here.",
                           icon=":material/timer:")

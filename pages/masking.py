@@ -126,9 +126,14 @@ if summary is not None:
         st.dataframe(shown[["method", "control", "area", "control_area", "difference", "ci_low", "ci_high",
                             "verdict"]], width="stretch", hide_index=True)
     charts.downloads(f"masking_areas_{name}_n{n_samples}", csv=areas, key="mask_areas")
+
+    def per_example_csv() -> bytes:
+        assert per_example is not None  # masking_curves returns it together with summary
+        return per_example.to_csv(index=False).encode()
+
     with st.expander("Mean shift per masking level (table)"):
         st.dataframe(table, width="stretch")
-        st.download_button("⬇ per-example shifts (CSV)", data=lambda: per_example.to_csv(index=False).encode(),
+        st.download_button("⬇ per-example shifts (CSV)", data=per_example_csv,
                            file_name=f"masking_{name}_n{n_samples}_per_example.csv", mime="text/csv",
                            on_click="ignore", key="mask_per_example")
 
@@ -142,9 +147,9 @@ with user_errors():
 if sample is not None:
     with curve_col, user_errors():
         curve = sample_masking_curve(name, sample, methods)
-        chart = charts.sample_masking_curve(curve, f"Test sample #{sample}: shift vs % masked")
-        st.altair_chart(chart, width="stretch")
-        charts.downloads(f"masking_{name}_sample{sample}", csv=curve, chart=chart, key="mask_sample_curve")
+        sample_chart = charts.sample_masking_curve(curve, f"Test sample #{sample}: shift vs % masked")
+        st.altair_chart(sample_chart, width="stretch")
+        charts.downloads(f"masking_{name}_sample{sample}", csv=curve, chart=sample_chart, key="mask_sample_curve")
 
     view_method = st.selectbox("Show the masked input for", [*methods, "random"],
                                **state.bind("mask_view_method", charts.title))

@@ -39,9 +39,10 @@ if not datasets:
                                                  "python -m lfx_engine train 'cifar10_pretext_*'"],
                          "Each run needs four models: reconstruction, denoising, inpainting and classification.")
     st.stop()
-dataset = study.pick_dataset("pre", datasets, "pretext-task models")
-if dataset is None:
+picked = study.pick_dataset("pre", datasets, "pretext-task models")
+if picked is None:
     st.stop()
+dataset = picked  # a name that is never None: the None check above does not reach into the lambda below
 complete, partial = explorer.pretext_runs(dataset)
 runs = sorted({m.run for m in explorer.models(dataset, experiment="pretext")})
 any_model = next(iter(explorer.pretext_models(dataset, runs[0]).values()))

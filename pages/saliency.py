@@ -148,6 +148,7 @@ def before_after(first: upload.Decoded, decoded: upload.Decoded, left, right) ->
             colour = "colour" if first.preview.shape[0] == 3 else "grey"
             left.image(images.input_image(first.preview), caption=f"as uploaded ({colour})", output_format="PNG")
     if decoded.ok:
+        assert decoded.x is not None  # ok means exactly that x is set
         x = decoded.x[0].numpy()
         tile = images.series_thumbnail(x[:, 0], width=images.DISPLAY_SIZE * 2, height=120) if series \
             else images.input_image(x)
@@ -244,6 +245,7 @@ def colour_bar(box, cmap: str, peak: float, signed: bool) -> None:
 @st.fragment
 def sample_panel(x: np.ndarray, heading: str, index: int | None, digest: str | None, x_tensor) -> None:
     """Input, heat maps and overlay for every chosen method (reruns alone when methods change)."""
+    assert choice is not None  # the page stopped above when there is no model
     methods = state.choose_many("methods", "Attribution methods", explorer.feature_methods(name), widget_key="sal_methods",
                                 default=DEFAULT_METHODS, format_func=charts.title)
     view, cmap, signed_cmap = view_settings()
@@ -257,6 +259,7 @@ def sample_panel(x: np.ndarray, heading: str, index: int | None, digest: str | N
             if index is not None:
                 attr, spent = timed(lambda: sample_attribution(name, index, method))
             else:
+                assert digest is not None  # an upload's panel (index None) always gets the upload's digest
                 attr, spent = timed(lambda: upload_attribution(name, digest, x_tensor, method))
             signed_maps[method] = explorer.display_map(attr[None], signed=True)[0]
             maps[method] = np.abs(signed_maps[method])
@@ -279,8 +282,8 @@ def sample_panel(x: np.ndarray, heading: str, index: int | None, digest: str | N
                         f"peak |attr| {float(np.max(amap)):.3g}")
             st.altair_chart(charts.ecg_importance(beat, amap, None), width="stretch")
             table = images.attribution_table({method: amap}, {method: signed_maps[method]}).assign(value=beat)
-            titled = charts.ecg_importance(beat, amap, f"{heading}: {charts.title(method)}").properties(width=700)
-            charts.downloads(f"{stem}_{method}", csv=table, chart=titled, key=f"sal_{method}")
+            titled_chart = charts.ecg_importance(beat, amap, f"{heading}: {charts.title(method)}").properties(width=700)
+            charts.downloads(f"{stem}_{method}", csv=table, chart=titled_chart, key=f"sal_{method}")
         return
     shown = ["input", *(["magnitude"] if view != "signed" else []), *(["signed"] if view != "magnitude" else []),
              "overlay"]
@@ -316,6 +319,6 @@ if upload_tab.open:
         arr = upload_x[0].numpy()
         sample_panel(arr, f"Your upload “{upload_name}”", None, upload_digest, upload_x)
 else:
-    x, label = explorer.sample(name, sample)
-    sample_panel(x[0].numpy(), f"Test sample #{sample} (class {explorer.label_name(dataset, label)})",
+    x, y = explorer.sample(name, sample)
+    sample_panel(x[0].numpy(), f"Test sample #{sample} (class {explorer.label_name(dataset, y)})",
                  sample, None, None)
