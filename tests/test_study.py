@@ -190,7 +190,7 @@ def test_cli_import_and_catalogue(tmp_path):
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
 
 
-def test_reproduce_disvae_on_study_models_flags_our_collapsed_ones(imported, shared_data, tmp_path, monkeypatch):
+def test_reproduce_disvae_on_the_study_models_all_above_the_floors(imported, shared_data, tmp_path, monkeypatch):
     from lfx_engine.experiments.cli import reproduce
 
     monkeypatch.setenv("LFX_STUDY_DIR", str(imported.out))
