@@ -157,7 +157,7 @@ def register_dataset(name: str, x_train: torch.Tensor | np.ndarray, x_test: torc
         names = tuple(str(c) for c in range(int(max(y_tr.max(), y_te.max())) + 1))
     data = LoadedDataset(x_tr.contiguous(), y_tr, x_te.contiguous(), y_te, names,
                          _fingerprint(x_tr.numpy(), y_tr.numpy(), x_te.numpy(), y_te.numpy()))
-    entry = _user_dataset_entry(name, title or name, "python", data, baseline)
+    entry = _user_dataset_entry(name, title or name, "python", lambda: data, baseline)
     with _REG_LOCK:
         _PY_DATASETS[name] = entry
     return entry
@@ -190,30 +190,10 @@ def unregister(name: str) -> None:
         _PY_DATASETS.pop(name, None)
 
 
-def _user_dataset_entry(name: str, title: str, source: str, data: Any, baseline: Any,
+def _user_dataset_entry(name: str, title: str, source: str, data: Callable[[], Any], baseline: Any,
                         paths: list[str] | None = None) -> DatasetEntry:
-    def loader(split: str) -> SplitData:
-        if split in ("train",):
-            return data.x_train, data.y_train
-        if split in ("test",):
-            return data.x_test, data.y_test
-        raise ParameterError(f"dataset {name} has the splits train and test, not {split!r}")
-
-    return DatasetEntry(name=name, title=title, source=source, input_shape=data.input_shape,
-                        class_names=data.class_names, status="present", paths=paths or [], baseline=baseline,
-                        notes=list(data.notes), loader=loader, fingerprinter=lambda: data.fingerprint)
-
-
-def _project_dataset_entry(cfg: Any, title: str, paths: list[str], signature: tuple) -> DatasetEntry:
-    """A project file's dataset: read once here for its shape, classes and fingerprint; its arrays are held by the
-    split cache (``lfx_engine.data.splits.cached_user_data``), where the memory budget counts them and may let
-    them go, and read from the files again when asked after that."""
-    from lfx_engine.data.splits import cached_user_data
-    from lfx_engine.project.datasets import load_dataset
-
-    def data() -> Any:
-        return cached_user_data(cfg.name, signature, lambda: load_dataset(cfg), _loaded_nbytes)
-
+    """A user dataset's entry: its shape, classes, notes and fingerprint from ``data()`` now, its splits from
+    ``data()`` on each load (a registration's arrays, or a project file's, which the split cache may let go)."""
     first = data()
 
     def loader(split: str) -> SplitData:
@@ -222,13 +202,24 @@ def _project_dataset_entry(cfg: Any, title: str, paths: list[str], signature: tu
             return loaded.x_train, loaded.y_train
         if split == "test":
             return loaded.x_test, loaded.y_test
-        raise ParameterError(f"dataset {cfg.name} has the splits train and test, not {split!r}")
+        raise ParameterError(f"dataset {name} has the splits train and test, not {split!r}")
 
     fingerprint = first.fingerprint
-    return DatasetEntry(name=cfg.name, title=title, source="user", input_shape=first.input_shape,
-                        class_names=first.class_names, status="present", paths=paths,
-                        baseline=cfg.get("baseline", "zeros"), notes=list(first.notes), loader=loader,
-                        fingerprinter=lambda: fingerprint)
+    return DatasetEntry(name=name, title=title, source=source, input_shape=first.input_shape,
+                        class_names=first.class_names, status="present", paths=paths or [], baseline=baseline,
+                        notes=list(first.notes), loader=loader, fingerprinter=lambda: fingerprint)
+
+
+def _project_dataset_entry(cfg: Any, title: str, paths: list[str], signature: tuple) -> DatasetEntry:
+    """A project file's dataset, held by the split cache (``lfx_engine.data.splits.cached_user_data``), where the
+    memory budget counts it and may let it go; read from its files again when asked after that."""
+    from lfx_engine.data.splits import cached_user_data
+    from lfx_engine.project.datasets import load_dataset
+
+    return _user_dataset_entry(
+        cfg.name, title, "user", lambda: cached_user_data(cfg.name, signature, lambda: load_dataset(cfg),
+                                                           _loaded_nbytes),
+        cfg.get("baseline", "zeros"), paths)
 
 
 def _loaded_nbytes(data: Any) -> int:
