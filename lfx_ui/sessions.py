@@ -20,6 +20,7 @@ Only :mod:`streamlit` is imported here: ``app.py`` draws the first page before t
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -146,6 +147,7 @@ class SessionJanitor:
         self._trim = False
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
         #: bytes of engine memory given back so far, and the sessions closed
         self.released = 0
         self.closed = 0
@@ -193,15 +195,27 @@ class SessionJanitor:
         return freed
 
     def start(self) -> None:
-        """Check in a daemon thread from now on (once)."""
+        """Check in a daemon thread from now on (once), until :meth:`stop` or the interpreter's exit.
+
+        The thread is stopped and joined at exit (``atexit``): a daemon thread still sweeping while the interpreter
+        finalises is killed inside torch's C++ frees, which aborts the process once Ray's terminate handler is
+        installed (a CI run did exactly that after all its tests had passed).
+        """
         if self._thread is not None:
             return
         self._thread = threading.Thread(target=self._run, name="lfx-memory", daemon=True)
         self._thread.start()
+        atexit.register(self.stop)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop checking: wait for a check under way to finish (at most ``timeout`` seconds)."""
+        self._stopping.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def _run(self) -> None:
-        while True:
-            time.sleep(check_every_s())
+        while not self._stopping.wait(check_every_s()):
             try:
                 self.sweep()
             except Exception:  # noqa: BLE001 - the thread must survive one failed check

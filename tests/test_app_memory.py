@@ -251,6 +251,42 @@ def test_the_janitor_waits_the_release_delay_and_forgives_a_reconnect(shipped, m
     assert sessions.release_after_s() == sessions.DEFAULT_RELEASE_AFTER_S
 
 
+def test_the_janitor_thread_is_stopped_and_joined_before_the_interpreter_exits(tmp_path) -> None:
+    """A check under way when the process exits finishes before finalisation (a daemon thread killed inside torch's
+    frees aborted a CI run once Ray was loaded); ``stop`` ends the thread."""
+    done = tmp_path / "done"
+    code = f"""
+import os, time
+os.environ["LFX_RELEASE_AFTER_S"] = "0"
+from lfx_ui import sessions
+
+class SlowExplorer:
+    def release(self, unused_for, active_users):
+        time.sleep(1.0)
+        open({str(done)!r}, "a").write("swept\\n")
+        return 0
+
+janitor = sessions.SessionJanitor(SlowExplorer(), is_active=lambda s: None, close=lambda s: None,
+                                  on_idle=lambda: None)
+janitor.start()
+time.sleep(0.5)  # the first check (after 0.2 s) is sleeping inside release when the script ends
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert done.read_text().splitlines() == ["swept"]  # finished, and no check started after the exit began
+
+    from lfx_ui import sessions
+
+    class Quick:
+        def release(self, unused_for, active_users):
+            return 0
+
+    janitor = sessions.SessionJanitor(Quick(), is_active=lambda s: None, close=lambda s: None, on_idle=lambda: None)
+    janitor.start()
+    janitor.stop()
+    assert janitor._thread is not None and not janitor._thread.is_alive()
+
+
 # ------------------------------------------------------------------------------------------------- the first page
 def test_the_router_and_the_first_page_need_no_engine() -> None:
     """app.py's imports and Home's first lines load neither torch nor the engine (seconds on a fresh server)."""
