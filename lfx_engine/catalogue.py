@@ -366,14 +366,26 @@ class Catalogue:
         return self._zoo()[1]
 
     def _zoo(self) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str]]]:
-        records, problems = self._folder_records(self.root, "zoo")
-        study = self.study_root
-        if study.resolve() != self.root.resolve():
+        from lfx_engine.training.zoo import manifest_path
+
+        root, study = self.root, self.study_root
+        # every model lookup lands here (several per request): merge the two folders once per manifest change
+        key = ("zoo+study", str(root), str(study), _signature([manifest_path(root), manifest_path(study)]))
+        with self._shared_lock:
+            hit = self._projects_memo.get(key)
+        if hit is not None:
+            return hit
+        records, problems = self._folder_records(root, "zoo")
+        if study.resolve() != root.resolve():
             extra, extra_problems = self._folder_records(study, "study")
             clashes = [name for name in extra if name in records]
             records = {**records, **{k: v for k, v in extra.items() if k not in records}}
             problems = problems + extra_problems + [(name, "a study model has a zoo model's name; it is skipped")
                                                     for name in clashes]
+        with self._shared_lock:
+            for stale in [k for k in self._projects_memo if k[:3] == key[:3]]:  # earlier versions of the manifests
+                del self._projects_memo[stale]
+            self._projects_memo[key] = (records, problems)
         return records, problems
 
     def _folder_records(self, root: Path, source: str) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str]]]:

@@ -18,6 +18,7 @@ the user's folders (platformdirs), so nothing is ever written into site-packages
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -43,7 +44,13 @@ def _user_dir(kind: str, *parts: str) -> Path:
 
 def _env_path(var: str, default: Path) -> Path:
     value = os.environ.get(var)
-    return Path(value).expanduser().resolve() if value else default
+    return _resolved(value) if value else default
+
+
+@functools.lru_cache(maxsize=64)
+def _resolved(value: str) -> Path:
+    """An environment variable's folder, resolved once per value (pages ask for it thousands of times a run)."""
+    return Path(value).expanduser().resolve()
 
 
 def data_dir() -> Path:

@@ -241,6 +241,8 @@ def test_explorer_fits_once_on_the_full_split_and_reads_the_index_back(tiny_app_
     assert list(ranking["part"]) == ["top"] * 5 + ["bottom"] * 5
     assert ranking["score"].is_monotonic_decreasing and set(ranking["role"]) <= {"near", "far"}
     assert list(ranking["rank"][:5]) == [1, 2, 3, 4, 5] and ranking["rank"].iloc[-1] == n_train
+    dataset = explorer.choice(name).dataset
+    assert list(ranking["class"]) == [explorer.class_names(dataset)[int(c)] for c in ranking["label"]]
     # roles are counted over every training example, not only the rows shown
     assert ranking.attrs["n_ranked"] == n_train and sum(ranking.attrs["role_counts"].values()) == n_train
     assert abs(ranking.attrs["role_counts"]["near"] - n_train / 2) <= 1  # near = at or above the median

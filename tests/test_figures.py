@@ -100,3 +100,28 @@ def test_simplex_zero_weights_are_unused_and_latent_methods_near_far() -> None:
     assert "arbitrary" in bottom_meaning("simplex")
     assert list(example_roles("dknn", np.array([4.0, 3.0, 2.0, 1.0]))) == ["near", "near", "far", "far"]
     assert len(example_roles("cosine", np.array([]))) == 0
+
+
+@pytest.mark.parametrize("method", ["tracin", "simplex", "dknn"])
+def test_role_codes_and_counts_match_the_named_roles(method: str) -> None:
+    from lfx_engine.example_importance import role_codes, role_counts
+
+    scores = np.random.default_rng(0).normal(size=501) * (np.arange(501) % 3 > 0)  # zeros too: neutral / unused
+    codes, names = role_codes(method, scores)
+    roles = example_roles(method, scores)
+    assert [names[c] for c in codes] == list(roles)
+    expected = {str(r): int(c) for r, c in zip(*np.unique(roles.astype(str), return_counts=True))}
+    assert role_counts(codes, names) == expected and list(role_counts(codes, names)) == sorted(expected)
+
+
+@pytest.mark.parametrize("n, k", [(1, 3), (7, 2), (40, 10), (1000, 8), (5000, 1), (5000, 0)])
+def test_ranking_ends_equal_the_ends_of_a_stable_full_sort(n: int, k: int) -> None:
+    """Without sorting the row: the same positions, in the same order, ties broken by position as the full sort."""
+    from lfx_engine.example_importance import ranking_ends
+
+    rng = np.random.default_rng(n + k)
+    for scores in (rng.normal(size=n), rng.integers(-3, 3, size=n).astype(float), np.zeros(n)):
+        order = np.argsort(-scores, kind="stable")
+        top, bottom = ranking_ends(scores, k)
+        kk = min(k, n)
+        assert np.array_equal(top, order[:kk]) and np.array_equal(bottom, order[max(kk, n - k):])

@@ -31,18 +31,60 @@ BOTTOM_MEANING = {
 }
 
 
+def role_codes(method: str, scores: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The roles of :func:`example_roles` as small integer codes into the returned names (no string array: a full
+    training split's roles are counted in microseconds)."""
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if method in SIGNED_METHODS:
+        names: tuple[str, ...] = ("proponent", "opponent", "neutral")
+        if s.size == 0:
+            return np.zeros(0, dtype=np.int8), names
+        tol = NEUTRAL_SHARE * float(np.abs(s).max())
+        return np.where(s > tol, 0, np.where(s < -tol, 1, 2)).astype(np.int8), names
+    if method == "simplex":
+        names = ("used", "unused")
+        if s.size == 0:
+            return np.zeros(0, dtype=np.int8), names
+        return np.where(s >= SIMPLEX_UNUSED * float(s.max()), 0, 1).astype(np.int8), names
+    names = ("near", "far")
+    if s.size == 0:
+        return np.zeros(0, dtype=np.int8), names
+    return np.where(s >= np.median(s), 0, 1).astype(np.int8), names
+
+
 def example_roles(method: str, scores: np.ndarray) -> np.ndarray:
     """One role per score: ``proponent``/``opponent``/``neutral`` (signed methods), ``used``/``unused``
     (SimplEx), ``near``/``far`` (latent similarities: above or below the median score)."""
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    if s.size == 0:
-        return np.array([], dtype=object)
-    if method in SIGNED_METHODS:
-        tol = NEUTRAL_SHARE * float(np.abs(s).max())
-        return np.where(s > tol, "proponent", np.where(s < -tol, "opponent", "neutral")).astype(object)
-    if method == "simplex":
-        return np.where(s >= SIMPLEX_UNUSED * float(s.max()), "used", "unused").astype(object)
-    return np.where(s >= np.median(s), "near", "far").astype(object)
+    codes, names = role_codes(method, scores)
+    return np.array(names, dtype=object)[codes] if codes.size else np.array([], dtype=object)
+
+
+def role_counts(codes: np.ndarray, names: tuple[str, ...]) -> dict[str, int]:
+    """How many scores have each role, from :func:`role_codes` (roles that occur only, by name)."""
+    counts = np.bincount(codes, minlength=len(names))
+    return {names[i]: int(counts[i]) for i in sorted(range(len(names)), key=names.__getitem__) if counts[i]}
+
+
+def ranking_ends(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the ``k`` highest and the ``k`` lowest scores, each from high to low: exactly
+    ``order[:k]`` and ``order[max(k, n - k):]`` of ``order = np.argsort(-scores, kind="stable")`` (ties by
+    position), without sorting the whole row (one query over a full training split).
+    """
+    s = np.asarray(scores).ravel()
+    n = len(s)
+    k = max(0, min(k, n))
+    if k == 0 or 4 * k >= n or np.isnan(s).any():
+        order = np.argsort(-s, kind="stable")
+        return order[:k], order[max(k, n - k):]
+    neg = -s
+    kth = neg[np.argpartition(neg, k - 1)[:k]].max()  # the k-th smallest of -s
+    strict = np.flatnonzero(neg < kth)
+    top = np.concatenate([strict, np.flatnonzero(neg == kth)[:k - len(strict)]])
+    kth = neg[np.argpartition(neg, n - k)[n - k:]].min()  # the k-th largest of -s
+    strict = np.flatnonzero(neg > kth)
+    ties = np.flatnonzero(neg == kth)
+    bottom = np.concatenate([strict, ties[len(ties) - (k - len(strict)):]])
+    return (top[np.lexsort((top, neg[top]))], bottom[np.lexsort((bottom, neg[bottom]))])
 
 
 def bottom_meaning(method: str) -> str:

@@ -503,10 +503,17 @@ class ExplorerCore:
 
     def label_name(self, dataset: str, label: int) -> str:
         """The class name of an integer label."""
+        return self.label_names(dataset, [label])[0]
+
+    def label_names(self, dataset: str, labels: Iterable[int]) -> list[str]:
+        """The class names of integer labels (the dataset's names looked up once: tables of thousands of rows)."""
         names = self.class_names(dataset)
-        if label < 0 and not names:
-            return "unlabelled"
-        return names[label] if 0 <= label < len(names) else str(label)
+        out = []
+        for label in labels:
+            label = int(label)
+            out.append("unlabelled" if label < 0 and not names
+                       else names[label] if 0 <= label < len(names) else str(label))
+        return out
 
     def class_indices(self, name: str, label: int | None = None) -> np.ndarray:
         """Test-split indices of the model's test inputs, all of them or those of one class."""

@@ -128,7 +128,7 @@ class EmbeddingViews(ExampleViews, FeatureViews):
         labels = self.test_data(name)[1][:n].numpy()
         dataset = self.choice(name).dataset
         return pd.DataFrame({"idx": np.arange(n), "x": xy[:, 0], "y": xy[:, 1], "label": labels,
-                             "class": [self.label_name(dataset, int(c)) for c in labels]})
+                             "class": self.label_names(dataset, labels)})
 
     def embedding_cached(self, name: str, method: str = "pca", n_points: int | None = None, seed: int = 0) -> bool:
         """Whether :meth:`embedding` for these arguments is on disk (instant)."""
@@ -180,7 +180,7 @@ class EmbeddingViews(ExampleViews, FeatureViews):
         x_all, y_all = self.test_data(name)
         members = torch.as_tensor(idx)
         dataset = self.choice(name).dataset
-        counts = pd.Series([self.label_name(dataset, int(c)) for c in y_all[members].numpy()]).value_counts()
+        counts = pd.Series(self.label_names(dataset, y_all[members].numpy())).value_counts()
         classes = pd.DataFrame({"class": counts.index.astype(str), "count": counts.to_numpy()})
         attributed = idx[:max_attributed]
         maps = self.display_map(self.attribute(name, x_all[torch.as_tensor(attributed)], method))

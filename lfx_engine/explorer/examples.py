@@ -19,6 +19,9 @@ from lfx_engine.example_importance import (
     HESSIANS,
     example_roles,
     mse_per_example,
+    ranking_ends,
+    role_codes,
+    role_counts,
 )
 from lfx_engine.example_importance import index as example_index
 from lfx_engine.example_importance.dispatch import score_matrix
@@ -377,19 +380,20 @@ class ExampleViews(ExplorerCore):
         index = self._check_index(name, index)
         x = self.test_data(name)[0][index:index + 1]
         row = np.asarray(fitted.score(x)[0], dtype=np.float64)
-        order = np.argsort(-row, kind="stable")
         n_train = len(row)
-        top = min(k, n_train)
-        idx = np.concatenate([order[:top], order[max(top, n_train - k):]])
-        roles = example_roles(method, row)
+        top_idx, bottom_idx = ranking_ends(row, k)
+        top = len(top_idx)
+        idx = np.concatenate([top_idx, bottom_idx])
+        codes, role_names = role_codes(method, row)
         y_train = self.train_data(name)[1].numpy()
         dataset = self.choice(name).dataset
         labels = y_train[idx]
         ranks = np.concatenate([np.arange(1, top + 1), np.arange(n_train - len(idx) + top + 1, n_train + 1)])
         frame = pd.DataFrame({"rank": ranks, "position": idx, "train_index": idx, "score": row[idx], "label": labels,
-                              "class": [self.label_name(dataset, int(c)) for c in labels],
-                              "part": ["top"] * top + ["bottom"] * (len(idx) - top), "role": roles[idx]})
-        frame.attrs["role_counts"] = {str(r): int(c) for r, c in zip(*np.unique(roles, return_counts=True))}
+                              "class": self.label_names(dataset, labels),
+                              "part": ["top"] * top + ["bottom"] * (len(idx) - top),
+                              "role": [role_names[c] for c in codes[idx]]})
+        frame.attrs["role_counts"] = role_counts(codes, role_names)
         frame.attrs["n_ranked"] = n_train
         frame.attrs["approximation"] = index_approximation(fitted)
         return frame
@@ -412,7 +416,7 @@ class ExampleViews(ExplorerCore):
         labels = y_train[train_idx[order]]
         frame = pd.DataFrame({"rank": np.arange(1, len(order) + 1), "position": order,
                               "train_index": train_idx[order], "score": scores[order], "label": labels,
-                              "class": [self.label_name(dataset, int(c)) for c in labels]})
+                              "class": self.label_names(dataset, labels)})
         if method is not None:
             frame["role"] = example_roles(method, scores[order])
         return frame

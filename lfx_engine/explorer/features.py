@@ -73,4 +73,4 @@ class FeatureViews(ExplorerCore):
         dataset = self.choice(name).dataset
         labels = y[: len(z)].numpy()
         return pd.DataFrame({"idx": np.arange(len(z)), "pc1": coords[:, 0], "pc2": coords[:, 1],
-                             "label": [self.label_name(dataset, int(c)) for c in labels]})
+                             "label": self.label_names(dataset, labels)})
