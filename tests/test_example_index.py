@@ -92,6 +92,33 @@ def test_exact_index_equals_the_subset_scores(method: str) -> None:
                                atol=1e-6 * float(got.abs().max()))
 
 
+@pytest.mark.parametrize("frozen", [False, True])
+def test_a_one_row_query_takes_one_pass_and_equals_its_row_in_a_block(frozen: bool, monkeypatch) -> None:
+    """A query's dense gradient and factors come from one forward and backward pass (frozen dense parameters take
+    the two-pass route: per-example dense gradients, then the factors); either way its scores are its row of a
+    block's."""
+    from lfx_engine.example_importance import factored
+
+    model = WideAE().eval()
+    if frozen:
+        model.encoder[0].weight.requires_grad_(False)
+    states = _checkpoints(WideAE())
+    x_train, x_test = _data()
+    fitted = ix.fit("tracin", model, x_train, checkpoints=states, params={"projection_dim": None})
+    block = fitted.score(x_test)
+    dense_passes = []
+    original = factored._grads_on_device
+
+    def counting(*args, **kwargs):
+        dense_passes.append(len(args[1]))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(factored, "_grads_on_device", counting)
+    one = fitted.score(x_test[2:3])
+    assert dense_passes == ([1] * len(states) if frozen else [])
+    np.testing.assert_allclose(one[0], block[2], rtol=1e-5, atol=1e-6 * np.abs(block).max())
+
+
 @pytest.mark.parametrize("method", ["tracin", "grad_dot", "influence"])
 def test_projected_features_keep_the_ranking(method: str) -> None:
     model = WideAE().eval()

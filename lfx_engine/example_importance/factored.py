@@ -17,7 +17,7 @@ loss at a layer's output is example ``i``'s own ``δ_i``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -95,6 +95,10 @@ def factored_grads(model: nn.Module, x: torch.Tensor, loss_fn: LossFn, param_fil
                    layers: dict[str, FactorLayer], batch_size: int, device: torch.device) -> FactoredRows:
     """Per-example loss gradients of ``x`` with ``layers`` as factors; the model must be in eval mode."""
     factored = factored_names(layers)
+    if len(x) == 1:  # a query: one pass gives both parts
+        single = _one_example(model, x.to(device), loss_fn, param_filter, factored, layers)
+        if single is not None:
+            return single
     if _has_other(model, param_filter, factored):
         dense = _grads_on_device(model, x, loss_fn, lambda n: param_filter(n) and n not in factored, batch_size,
                                  device)
@@ -102,7 +106,7 @@ def factored_grads(model: nn.Module, x: torch.Tensor, loss_fn: LossFn, param_fil
         dense = torch.zeros(len(x), 0, device=device)
     pieces: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
     for start in range(0, len(x), batch_size):
-        pieces.append(_batch_factors(model, x[start : start + batch_size].to(device), loss_fn, layers))
+        pieces.append(_batch_factors(model, x[start : start + batch_size].to(device), loss_fn, layers)[0])
     factors = [(torch.cat([p[k][0] for p in pieces]), torch.cat([p[k][1] for p in pieces]))
                for k in range(len(layers))]
     return FactoredRows(dense.float(), factors)
@@ -112,9 +116,24 @@ def _has_other(model: nn.Module, param_filter: ParamFilter, factored: set[str]) 
     return any(param_filter(n) and n not in factored for n, _ in model.named_parameters())
 
 
-def _batch_factors(model: nn.Module, xb: torch.Tensor, loss_fn: LossFn,
-                   layers: dict[str, FactorLayer]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``(inputs [with a column of ones for an explained bias], output gradients)`` of each layer for one batch."""
+def _one_example(model: nn.Module, xb: torch.Tensor, loss_fn: LossFn, param_filter: ParamFilter,
+                 factored: set[str], layers: dict[str, FactorLayer]) -> FactoredRows | None:
+    """One example's dense gradient and layer factors from a single forward and backward pass (a batch takes two:
+    per-example dense gradients, then the factors); None when a dense parameter does not require a gradient."""
+    dense = [p for n, p in model.named_parameters() if param_filter(n) and n not in factored]
+    if not all(p.requires_grad for p in dense):
+        return None
+    factors, grads = _batch_factors(model, xb, loss_fn, layers, dense)
+    parts = [(g if g is not None else torch.zeros_like(p)).reshape(-1).float() for p, g in zip(dense, grads)]
+    row = torch.cat(parts)[None] if parts else torch.zeros(1, 0, device=xb.device)
+    return FactoredRows(row, factors)
+
+
+def _batch_factors(model: nn.Module, xb: torch.Tensor, loss_fn: LossFn, layers: dict[str, FactorLayer],
+                   also: Sequence[torch.Tensor] = (),
+                   ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[torch.Tensor | None]]:
+    """``(inputs [with a column of ones for an explained bias], output gradients)`` of each layer for one batch,
+    and the summed loss's gradients with respect to the tensors ``also`` (parameters) from the same pass."""
     inputs: dict[str, torch.Tensor] = {}
     outputs: dict[str, torch.Tensor] = {}
 
@@ -128,7 +147,8 @@ def _batch_factors(model: nn.Module, xb: torch.Tensor, loss_fn: LossFn,
         with torch.enable_grad():
             xg = xb.detach().requires_grad_(xb.is_floating_point())
             loss = loss_fn(model(xg), xg.detach()).sum()
-            deltas = torch.autograd.grad(loss, [outputs[name] for name in layers], allow_unused=True)
+            found = torch.autograd.grad(loss, [outputs[name] for name in layers] + list(also), allow_unused=True)
+            deltas, extra = found[:len(layers)], list(found[len(layers):])
     finally:
         for handle in handles:
             handle.remove()
@@ -139,4 +159,4 @@ def _batch_factors(model: nn.Module, xb: torch.Tensor, loss_fn: LossFn,
             a = torch.cat([a, torch.ones(len(a), 1, device=a.device)], dim=1)
         d = torch.zeros_like(outputs[name]) if delta is None else delta
         result.append((a, d.detach().float()))
-    return result
+    return result, [g.detach() if g is not None else None for g in extra]

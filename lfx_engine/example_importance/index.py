@@ -291,12 +291,17 @@ class ExampleIndex:
             self._work = copy.deepcopy(self.model)  # the projection matrices are drawn once per index, not per query
             self._fmap = _feature_map(self._work, x[:2].to(dev), self.params)
             self._weights = _states(self.method, self._work, self.checkpoints)  # read from disk once, not per query
+            for state in self._weights:  # checked once (strict): a query then copies the tensors in place
+                self._work.load_state_dict(state)
         model, fmap, states = self._work, self._fmap, self._weights
         assert fmap is not None and states is not None
         scores = torch.zeros(len(x), self.n_train)
-        with eval_on(model, dev, restore_weights=True):
+        with eval_on(model, dev):  # the private copy: its weights need no restoring
+            targets = model.state_dict(keep_vars=True)
             for c, state in enumerate(states):
-                model.load_state_dict(state)
+                with torch.no_grad():  # load_state_dict's per-module walk cost more than a query's gradient
+                    for key, value in state.items():
+                        targets[key].copy_(value)
                 if self.method == "influence" and "solve_0" in self.arrays:
                     solve = torch.from_numpy(self.arrays["solve_0"]).to(dev)
                     n_hessian = int(self.arrays["n_hessian"])  # as the exact path: the Hessian data's size
