@@ -35,28 +35,25 @@ def role_codes(method: str, scores: np.ndarray) -> tuple[np.ndarray, tuple[str, 
     """The roles of :func:`example_roles` as small integer codes into the returned names (no string array: a full
     training split's roles are counted in microseconds)."""
     s = np.asarray(scores, dtype=np.float64).ravel()
-    if method in SIGNED_METHODS:
-        names: tuple[str, ...] = ("proponent", "opponent", "neutral")
-        if s.size == 0:
-            return np.zeros(0, dtype=np.int8), names
-        tol = NEUTRAL_SHARE * float(np.abs(s).max())
-        return np.where(s > tol, 0, np.where(s < -tol, 1, 2)).astype(np.int8), names
-    if method == "simplex":
-        names = ("used", "unused")
-        if s.size == 0:
-            return np.zeros(0, dtype=np.int8), names
-        return np.where(s >= SIMPLEX_UNUSED * float(s.max()), 0, 1).astype(np.int8), names
-    names = ("near", "far")
+    signed, simplex = method in SIGNED_METHODS, method == "simplex"
+    names = ("proponent", "opponent", "neutral") if signed else ("used", "unused") if simplex else ("near", "far")
     if s.size == 0:
-        return np.zeros(0, dtype=np.int8), names
-    return np.where(s >= np.median(s), 0, 1).astype(np.int8), names
+        codes = np.zeros(0)
+    elif signed:
+        tol = NEUTRAL_SHARE * float(np.abs(s).max())
+        codes = np.where(s > tol, 0, np.where(s < -tol, 1, 2))
+    elif simplex:
+        codes = np.where(s >= SIMPLEX_UNUSED * float(s.max()), 0, 1)
+    else:
+        codes = np.where(s >= np.median(s), 0, 1)
+    return codes.astype(np.int8), names
 
 
 def example_roles(method: str, scores: np.ndarray) -> np.ndarray:
     """One role per score: ``proponent``/``opponent``/``neutral`` (signed methods), ``used``/``unused``
     (SimplEx), ``near``/``far`` (latent similarities: above or below the median score)."""
     codes, names = role_codes(method, scores)
-    return np.array(names, dtype=object)[codes] if codes.size else np.array([], dtype=object)
+    return np.array(names, dtype=object)[codes]
 
 
 def role_counts(codes: np.ndarray, names: tuple[str, ...]) -> dict[str, int]:
@@ -77,14 +74,18 @@ def ranking_ends(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         order = np.argsort(-s, kind="stable")
         return order[:k], order[max(k, n - k):]
     neg = -s
-    kth = neg[np.argpartition(neg, k - 1)[:k]].max()  # the k-th smallest of -s
-    strict = np.flatnonzero(neg < kth)
-    top = np.concatenate([strict, np.flatnonzero(neg == kth)[:k - len(strict)]])
-    kth = neg[np.argpartition(neg, n - k)[n - k:]].min()  # the k-th largest of -s
-    strict = np.flatnonzero(neg > kth)
-    ties = np.flatnonzero(neg == kth)
-    bottom = np.concatenate([strict, ties[len(ties) - (k - len(strict)):]])
-    return (top[np.lexsort((top, neg[top]))], bottom[np.lexsort((bottom, neg[bottom]))])
+    top, bottom = _k_smallest(neg, k, ties_last=False), _k_smallest(s, k, ties_last=True)
+    return top[np.lexsort((top, neg[top]))], bottom[np.lexsort((bottom, neg[bottom]))]
+
+
+def _k_smallest(values: np.ndarray, k: int, ties_last: bool) -> np.ndarray:
+    """Positions of the ``k`` smallest values (unordered); ties at the k-th value taken by lowest position, or by
+    highest with ``ties_last``."""
+    kth = np.partition(values, k - 1)[k - 1]
+    strict = np.flatnonzero(values < kth)
+    ties = np.flatnonzero(values == kth)
+    need = k - len(strict)
+    return np.concatenate([strict, ties[len(ties) - need:] if ties_last else ties[:need]])
 
 
 def bottom_meaning(method: str) -> str:
