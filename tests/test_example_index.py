@@ -92,11 +92,49 @@ def test_exact_index_equals_the_subset_scores(method: str) -> None:
                                atol=1e-6 * float(got.abs().max()))
 
 
+@pytest.mark.parametrize("projection_dim", [None, 64])
 @pytest.mark.parametrize("frozen", [False, True])
-def test_a_one_row_query_takes_one_pass_and_equals_its_row_in_a_block(frozen: bool, monkeypatch) -> None:
-    """A query's dense gradient and factors come from one forward and backward pass (frozen dense parameters take
-    the two-pass route: per-example dense gradients, then the factors); either way its scores are its row of a
-    block's."""
+def test_a_one_row_query_takes_one_pass_vmapped_over_the_checkpoints(frozen: bool, projection_dim: int | None,
+                                                                     monkeypatch) -> None:
+    """A clicked sample's features at every TracIn checkpoint come from one forward and backward pass vmapped over
+    the checkpoints (frozen parameters explained as well), with no per-checkpoint gradient pass; its scores are its
+    row of a block's, exact or projected."""
+    from lfx_engine.example_importance import factored
+
+    model = WideAE().eval()
+    if frozen:
+        model.encoder[0].weight.requires_grad_(False)
+    states = _checkpoints(WideAE())
+    x_train, x_test = _data()
+    fitted = ix.fit("tracin", model, x_train, checkpoints=states, params={"projection_dim": projection_dim})
+    block = fitted.score(x_test)
+    shapes = []
+    original = ix.grads_at_weights
+
+    def counting(*args, **kwargs):
+        out = original(*args, **kwargs)
+        shapes.append(None if out is None else tuple(out.shape))
+        return out
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("a per-checkpoint gradient pass")
+
+    monkeypatch.setattr(ix, "grads_at_weights", counting)
+    monkeypatch.setattr(factored, "_batch_factors", no_pass)
+    monkeypatch.setattr(factored, "_grads_on_device", no_pass)
+    one = fitted.score(x_test[2:3])
+    n_params = sum(p.numel() for n, p in model.named_parameters() if n.startswith("encoder."))
+    assert shapes == [(len(states), n_params)]
+    # the block multiplies float16 rows too when projected: both sides round their test rows to float16
+    tol = 1e-5 if projection_dim is None else 2e-3
+    np.testing.assert_allclose(one[0], block[2], rtol=tol, atol=tol * np.abs(block).max())
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_a_one_row_query_without_vmap_takes_one_pass_per_checkpoint(frozen: bool, monkeypatch) -> None:
+    """Where the vmapped pass does not apply, a query's dense gradient and factors come from one forward and
+    backward pass per checkpoint (frozen dense parameters take the two-pass route: per-example dense gradients,
+    then the factors); either way its scores are its row of a block's."""
     from lfx_engine.example_importance import factored
 
     model = WideAE().eval()
@@ -106,6 +144,7 @@ def test_a_one_row_query_takes_one_pass_and_equals_its_row_in_a_block(frozen: bo
     x_train, x_test = _data()
     fitted = ix.fit("tracin", model, x_train, checkpoints=states, params={"projection_dim": None})
     block = fitted.score(x_test)
+    monkeypatch.setattr(ix, "grads_at_weights", lambda *args, **kwargs: None)
     dense_passes = []
     original = factored._grads_on_device
 

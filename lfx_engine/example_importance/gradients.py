@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -104,6 +104,40 @@ def per_example_grads(
         return _grads_on_device(
             model, x, loss_fn, param_filter, batch_size, dev, projection_dim, projection_seed, progress, method
         ).cpu()
+
+
+def stack_states(states: Sequence[dict[str, torch.Tensor]] | Sequence[Mapping[str, torch.Tensor]],
+                 device: torch.device) -> dict[str, torch.Tensor]:
+    """Several state dicts of one model (e.g. TracIn checkpoints) as one dict of tensors stacked along dim 0."""
+    return {key: torch.stack([state[key] for state in states]).to(device) for key in states[0]}
+
+
+def grads_at_weights(model: nn.Module, stacked: dict[str, torch.Tensor], x: torch.Tensor, loss_fn: LossFn,
+                     names: Sequence[str]) -> torch.Tensor | None:
+    """One example's loss gradient at each of ``C`` weight sets, ``(C, P)`` in ``names`` order, from one
+    vmapped forward and backward pass (``stacked``: :func:`stack_states`; the model in eval mode).
+
+    A query against a fitted TracIn index takes the gradient at every checkpoint: vmapped over the
+    checkpoints they cost one pass instead of ``C`` module walks. None where ``vmap`` cannot batch the model
+    (recurrent layers; the caller then loads each weight set in turn).
+    """
+    if has_rnn(model):
+        return None
+    selected = {name: stacked[name] for name in names}
+    rest = {name: value for name, value in stacked.items() if name not in selected}
+
+    def example_loss(params: dict[str, torch.Tensor], others: dict[str, torch.Tensor],
+                     xi: torch.Tensor) -> torch.Tensor:
+        xb = xi.unsqueeze(0)
+        return loss_fn(functional_call(model, {**others, **params}, (xb,), strict=False), xb).sum()
+
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.filterwarnings("ignore", message=".*batching rule.*")
+            out = vmap(grad(example_loss), in_dims=(0, 0, None))(selected, rest, x)
+    except (RuntimeError, NotImplementedError, ValueError):
+        return None
+    return torch.cat([out[name].reshape(len(out[name]), -1) for name in names], dim=1)
 
 
 def _grads_on_device(

@@ -32,7 +32,15 @@ from torch import nn
 from ..errors import ParameterError
 from ._common import Progress, eval_on, has_rnn, report, resolve_device
 from .factored import FactorLayer, factorable_linears, factored_grads, factored_names
-from .gradients import LossFn, _grads_on_device, is_encoder_param, mse_per_example, selected_parameters
+from .gradients import (
+    LossFn,
+    _grads_on_device,
+    grads_at_weights,
+    is_encoder_param,
+    mse_per_example,
+    selected_parameters,
+    stack_states,
+)
 from .influence import BatchHessian, _lissa_transposed, draw_minibatches, latent_curvature, latent_mode_applies
 from .latent import cosine_scores, dknn_scores, encode
 from .simplex import simplex_scores
@@ -255,6 +263,7 @@ class ExampleIndex:
     _work: nn.Module | None = field(default=None, init=False, repr=False)
     _fmap: GradientFeatureMap | None = field(default=None, init=False, repr=False)
     _weights: list[Mapping[str, torch.Tensor]] | None = field(default=None, init=False, repr=False)
+    _stacked: dict[str, torch.Tensor] | None = field(default=None, init=False, repr=False)
 
     @property
     def n_train(self) -> int:
@@ -297,6 +306,11 @@ class ExampleIndex:
         assert fmap is not None and states is not None
         scores = torch.zeros(len(x), self.n_train)
         with eval_on(model, dev):  # the private copy: its weights need no restoring
+            per_checkpoint = self._query_rows(model, fmap, states, x, dev)
+            if per_checkpoint is not None:  # one clicked sample: every checkpoint's features from one pass
+                for c, test in enumerate(per_checkpoint):
+                    scores += _products(test[None], self.arrays, c).cpu()
+                return scores
             targets = model.state_dict(keep_vars=True)
             for c, state in enumerate(states):
                 with torch.no_grad():  # load_state_dict's per-module walk cost more than a query's gradient
@@ -316,6 +330,17 @@ class ExampleIndex:
                     block = block / (test.norm(dim=1)[:, None] * norms[None, :]).clamp_min(1e-12)
                 scores += block.cpu()
         return scores
+
+    def _query_rows(self, model: nn.Module, fmap: GradientFeatureMap, states: list[Mapping[str, torch.Tensor]],
+                    x: torch.Tensor, dev: torch.device) -> torch.Tensor | None:
+        """TracIn features ``(C, width)`` of a single test row at all ``C`` checkpoints, vmapped over the
+        checkpoints (:func:`.grads_at_weights`); None where that does not apply."""
+        if len(x) != 1 or len(states) < 2 or self.method != "tracin":
+            return None
+        if self._stacked is None:
+            self._stacked = stack_states(states, dev)
+        flat = grads_at_weights(model, self._stacked, x[0].to(dev), self.loss_fn, fmap.names)
+        return None if flat is None else fmap.vector(model, flat, dev).float()
 
     def _solved_test_features(self, model: nn.Module, fmap: GradientFeatureMap, x: torch.Tensor,
                               dev: torch.device) -> torch.Tensor:
