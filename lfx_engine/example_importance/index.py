@@ -308,9 +308,7 @@ class ExampleIndex:
         with eval_on(model, dev):  # the private copy: its weights need no restoring
             per_checkpoint = self._query_rows(model, fmap, states, x, dev)
             if per_checkpoint is not None:  # one clicked sample: every checkpoint's features from one pass
-                for c, test in enumerate(per_checkpoint):
-                    scores += _products(test[None], self.arrays, c).cpu()
-                return scores
+                return self.score_features(per_checkpoint[:, None, :])
             targets = model.state_dict(keep_vars=True)
             for c, state in enumerate(states):
                 with torch.no_grad():  # load_state_dict's per-module walk cost more than a query's gradient
@@ -329,6 +327,14 @@ class ExampleIndex:
                     norms = torch.from_numpy(self.arrays["norms_0"]).to(dev)
                     block = block / (test.norm(dim=1)[:, None] * norms[None, :]).clamp_min(1e-12)
                 scores += block.cpu()
+        return scores
+
+    def score_features(self, features: torch.Tensor) -> torch.Tensor:
+        """TracIn scores ``(n, n_train)`` of test rows given as their features at every checkpoint ``(C, n, width)``:
+        the products with the stored training rows alone (a search, without the test rows' gradients)."""
+        scores = torch.zeros(features.shape[1], self.n_train)
+        for c, test in enumerate(features):
+            scores += _products(test.float(), self.arrays, c).cpu()
         return scores
 
     def _query_rows(self, model: nn.Module, fmap: GradientFeatureMap, states: list[Mapping[str, torch.Tensor]],
