@@ -92,6 +92,18 @@ def test_exact_index_equals_the_subset_scores(method: str) -> None:
                                atol=1e-6 * float(got.abs().max()))
 
 
+def _fitted_tracin(frozen: bool, projection_dim: int | None):
+    """A TracIn index of the wide test model (its first encoder weight frozen or not) and its scores of the test
+    rows as one block."""
+    model = WideAE().eval()
+    if frozen:
+        model.encoder[0].weight.requires_grad_(False)
+    states = _checkpoints(WideAE())
+    x_train, x_test = _data()
+    fitted = ix.fit("tracin", model, x_train, checkpoints=states, params={"projection_dim": projection_dim})
+    return model, states, x_test, fitted, fitted.score(x_test)
+
+
 @pytest.mark.parametrize("projection_dim", [None, 64])
 @pytest.mark.parametrize("frozen", [False, True])
 def test_a_one_row_query_takes_one_pass_vmapped_over_the_checkpoints(frozen: bool, projection_dim: int | None,
@@ -101,13 +113,7 @@ def test_a_one_row_query_takes_one_pass_vmapped_over_the_checkpoints(frozen: boo
     row of a block's, exact or projected."""
     from lfx_engine.example_importance import factored
 
-    model = WideAE().eval()
-    if frozen:
-        model.encoder[0].weight.requires_grad_(False)
-    states = _checkpoints(WideAE())
-    x_train, x_test = _data()
-    fitted = ix.fit("tracin", model, x_train, checkpoints=states, params={"projection_dim": projection_dim})
-    block = fitted.score(x_test)
+    model, states, x_test, fitted, block = _fitted_tracin(frozen, projection_dim)
     shapes = []
     original = ix.grads_at_weights
 
@@ -137,13 +143,7 @@ def test_a_one_row_query_without_vmap_takes_one_pass_per_checkpoint(frozen: bool
     then the factors); either way its scores are its row of a block's."""
     from lfx_engine.example_importance import factored
 
-    model = WideAE().eval()
-    if frozen:
-        model.encoder[0].weight.requires_grad_(False)
-    states = _checkpoints(WideAE())
-    x_train, x_test = _data()
-    fitted = ix.fit("tracin", model, x_train, checkpoints=states, params={"projection_dim": None})
-    block = fitted.score(x_test)
+    model, states, x_test, fitted, block = _fitted_tracin(frozen, None)
     monkeypatch.setattr(ix, "grads_at_weights", lambda *args, **kwargs: None)
     dense_passes = []
     original = factored._grads_on_device
