@@ -106,8 +106,7 @@ def per_example_grads(
         ).cpu()
 
 
-def stack_states(states: Sequence[dict[str, torch.Tensor]] | Sequence[Mapping[str, torch.Tensor]],
-                 device: torch.device) -> dict[str, torch.Tensor]:
+def stack_states(states: Sequence[Mapping[str, torch.Tensor]], device: torch.device) -> dict[str, torch.Tensor]:
     """Several state dicts of one model (e.g. TracIn checkpoints) as one dict of tensors stacked along dim 0."""
     return {key: torch.stack([state[key] for state in states]).to(device) for key in states[0]}
 
