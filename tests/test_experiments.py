@@ -418,3 +418,21 @@ def test_missing_checkpoints_are_skipped(tiny_zoo, monkeypatch, capsys, tmp_path
 def test_bad_requests_are_refused(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_figures_of_a_run_are_not_pyplot_windows(tmp_path) -> None:
+    """A run builds one figure per model before saving them: they must not pile up as pyplot windows (pyplot
+    warns past 20, as disvae on 24 dSprites models did), and each still saves as a PNG."""
+    import warnings
+
+    import matplotlib.pyplot as plt
+
+    from lfx_engine.experiments.common import new_figure, save_figure
+
+    before = plt.get_fignums()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pyplot's "More than 20 figures" is a RuntimeWarning
+        figures = [new_figure(2, 3)[0] for _ in range(25)]
+    assert plt.get_fignums() == before
+    save_figure(figures[0], tmp_path / "one.png")
+    assert (tmp_path / "one.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

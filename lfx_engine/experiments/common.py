@@ -404,7 +404,7 @@ def save_figure(figure: Any, path: Path) -> None:
         import matplotlib.pyplot as plt
 
         figure.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(figure)
+        plt.close(figure)  # a pyplot figure (from a caller); a no-op for new_figure's
         return
     raise ParameterError(f"cannot save a figure of type {type(figure).__name__}")
 
@@ -539,13 +539,16 @@ def image_for_display(x: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def new_figure(rows: int, cols: int, cell: float = 1.3) -> tuple[Any, np.ndarray]:
-    """A matplotlib figure (Agg backend) with a ``rows × cols`` grid of axes, ticks off."""
-    import matplotlib
+    """A matplotlib figure with a ``rows × cols`` grid of axes, ticks off.
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    Made without pyplot, so it is not registered as an open window: a run that builds one per model (disvae on
+    24 models) holds them until they are saved without pyplot's "more than 20 figures" warning, and the figure
+    is freed with its last reference.
+    """
+    from matplotlib.figure import Figure
 
-    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols, cell * rows), squeeze=False)
+    fig = Figure(figsize=(cell * cols, cell * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
