@@ -318,7 +318,7 @@ def test_zoo_table():
     count = lambda prefix: sum(n.startswith(prefix) for n in names)  # noqa: E731
     assert count("mnist_pretext_") == 20 and count("mnist_betavae_") == 15 and count("mnist_btcvae_") == 15
     assert count("cifar10_pretext_") == 12 and count("cifar10_betavae_") + count("cifar10_btcvae_") == 12
-    assert count("dsprites_") == 18
+    assert count("dsprites_") == 24
     assert {e.name for e in ZOO.values() if e.tracin} == {"mnist_dae_consistency", "cifar10_dae_consistency",
                                                          "cifar100_dae_consistency", "ecg5000_lstm_ae"}
     assert not any(e.shipped for e in ZOO.values() if e.dataset == "cifar100")
@@ -395,7 +395,7 @@ def test_cli_train_then_list_and_load(tmp_path, fake_data, capsys):
     line = next(row for row in table.splitlines() if row.startswith("mnist_dae_consistency "))
     assert "trained" in line and "not trained" not in line
     assert "not trained" in next(row for row in table.splitlines() if row.startswith("mnist_betavae_b1_run1 "))
-    assert f"2 of {len(ZOO)} entries trained" in table and len(ZOO) == 117
+    assert f"2 of {len(ZOO)} entries trained" in table and len(ZOO) == 123
     assert main(["zoo", "verify", "--out", str(out)]) == 0
     # tampering is detected by the manifest's sha256
     (out / record["file"]).write_bytes(b"\x00" * 10)
