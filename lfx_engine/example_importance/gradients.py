@@ -106,6 +106,13 @@ def per_example_grads(
         ).cpu()
 
 
+def summed_loss(model: nn.Module, loss_fn: LossFn, weights: dict[str, torch.Tensor],
+                xb: torch.Tensor) -> torch.Tensor:
+    """The pretext loss of the batch ``xb``, summed, with ``model`` run on ``weights`` (``functional_call``): the
+    function every per-example gradient here differentiates."""
+    return loss_fn(functional_call(model, weights, (xb,), strict=False), xb).sum()
+
+
 def stack_states(states: Sequence[Mapping[str, torch.Tensor]], device: torch.device) -> dict[str, torch.Tensor]:
     """Several state dicts of one model (e.g. TracIn checkpoints) as one dict of tensors stacked along dim 0."""
     return {key: torch.stack([state[key] for state in states]).to(device) for key in states[0]}
@@ -127,8 +134,7 @@ def grads_at_weights(model: nn.Module, stacked: dict[str, torch.Tensor], x: torc
 
     def example_loss(params: dict[str, torch.Tensor], others: dict[str, torch.Tensor],
                      xi: torch.Tensor) -> torch.Tensor:
-        xb = xi.unsqueeze(0)
-        return loss_fn(functional_call(model, {**others, **params}, (xb,), strict=False), xb).sum()
+        return summed_loss(model, loss_fn, {**others, **params}, xi.unsqueeze(0))
 
     try:
         with warnings.catch_warnings(), torch.no_grad():
@@ -163,8 +169,7 @@ def _grads_on_device(
     out = torch.empty(len(x), width, dtype=torch.float32, device=device)
 
     def example_loss(p: dict[str, torch.Tensor], xi: torch.Tensor) -> torch.Tensor:
-        xb = xi.unsqueeze(0)
-        return loss_fn(functional_call(model, {**frozen, **p}, (xb,), strict=False), xb).sum()
+        return summed_loss(model, loss_fn, {**frozen, **p}, xi.unsqueeze(0))
 
     batched = vmap(grad(example_loss), in_dims=(None, 0))
     use_vmap = method == "vmap" or (method == "auto" and not has_rnn(model))
@@ -203,7 +208,7 @@ def _loop_grads(
     with torch.enable_grad():
         for i in range(len(xb)):
             xi = xb[i : i + 1]
-            loss = loss_fn(functional_call(model, {**frozen, **leaves}, (xi,), strict=False), xi).sum()
+            loss = summed_loss(model, loss_fn, {**frozen, **leaves}, xi)
             grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True, materialize_grads=True)
             rows.append(flatten(grads))
     return torch.stack(rows)

@@ -304,11 +304,11 @@ class ExampleIndex:
                 self._work.load_state_dict(state)
         model, fmap, states = self._work, self._fmap, self._weights
         assert fmap is not None and states is not None
-        scores = torch.zeros(len(x), self.n_train)
         with eval_on(model, dev):  # the private copy: its weights need no restoring
             per_checkpoint = self._query_rows(model, fmap, states, x, dev)
             if per_checkpoint is not None:  # one clicked sample: every checkpoint's features from one pass
                 return self.score_features(per_checkpoint[:, None, :])
+            scores = torch.zeros(len(x), self.n_train)
             targets = model.state_dict(keep_vars=True)
             for c, state in enumerate(states):
                 with torch.no_grad():  # load_state_dict's per-module walk cost more than a query's gradient

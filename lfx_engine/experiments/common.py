@@ -401,10 +401,11 @@ def save_figure(figure: Any, path: Path) -> None:
         path.write_bytes(png)
         return
     if hasattr(figure, "savefig"):
-        import matplotlib.pyplot as plt
-
         figure.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(figure)  # a pyplot figure (from a caller); a no-op for new_figure's
+        if getattr(figure.canvas, "manager", None) is not None:  # a caller's pyplot figure: release its window
+            import matplotlib.pyplot as plt
+
+            plt.close(figure)
         return
     raise ParameterError(f"cannot save a figure of type {type(figure).__name__}")
 
