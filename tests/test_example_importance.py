@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -493,6 +494,57 @@ def test_gauss_newton_matches_the_explicit_recursion_on_a_conv_encoder() -> None
     assert not torch.allclose(fast, exact, rtol=1e-3)  # the encoder's curvature term is really dropped
 
 
+def test_factored_latent_jacobian_equals_the_dense_one_in_every_product() -> None:
+    """Linear layers kept as factors (δ_ik a_iᵀ): the same Jacobian, Gram matrix, products and GN scores."""
+    from lfx_engine.example_importance.gauss_newton import (
+        _batch_rows,
+        gauss_newton_lissa,
+        jacobian_layout,
+        jacobian_numbers,
+        latent_jacobian,
+        latent_jacobians,
+    )
+
+    torch.manual_seed(7)
+    model = conv_model().eval()
+    data = torch.rand(9, 1, 8, 8)
+    hess = BatchHessian(model, {n: p for n, p in model.named_parameters() if n.startswith("encoder.")}, data,
+                        mse_per_example, "latent")
+    batches = [torch.tensor([0, 3, 3, 8]), torch.tensor([1, 2, 5, 5]), torch.tensor([4, 4, 7, 6])]
+    # all encoder parameters (the Linear with its bias) and the Linear's weight alone beside the conv
+    for keep in (lambda n: n.startswith("encoder."), lambda n: n.startswith("encoder.") and n != "encoder.4.bias"):
+        params = {n[len("encoder."):]: p for n, p in model.named_parameters() if keep(n)}
+        layout = jacobian_layout(model.encoder, params, data[:2])
+        assert list(layout) == ["4"] and layout["4"].with_bias == ("4.bias" in params)
+        jac = latent_jacobian(model.encoder, params, data, batch_size=4)
+        dense = latent_jacobians(model.encoder, params, data)
+        assert jac.blocks and jac.n_dense < dense.shape[1]
+        assert jacobian_numbers(params, layout, len(data), 2) == jac.dense.numel() + sum(
+            b.inputs.numel() + b.deltas.numel() for b in jac.blocks) < dense.numel()
+        tol = dict(rtol=1e-4, atol=1e-6)
+        assert torch.allclose(jac.to_dense(), dense, **tol)
+        assert torch.allclose(jac.gram(), dense @ dense.T, **tol)
+        g = torch.randn(5, dense.shape[1])
+        assert torch.allclose(jac.times(jac.to_internal(g), chunk=2), dense @ g.T, **tol)
+        rows, unique, _ = _batch_rows(batches[0], 2, data.device)
+        v = torch.randn(dense.shape[1], 3)
+        internal = jac.to_internal(v.T).T.contiguous()
+        assert torch.allclose(jac.rows(rows, unique, internal), dense[rows] @ v, **tol)
+        y = torch.randn(len(rows), 3)
+        back = jac.transpose_rows(rows, unique, y)
+        assert torch.allclose(back.T, jac.to_internal((dense[rows].T @ y).T), **tol)  # in the internal order
+        selected = [p for n, p in model.named_parameters() if keep(n)]
+        g_train, g_test = torch.randn(9, dense.shape[1]), torch.randn(4, dense.shape[1])
+        assert sum(p.numel() for p in selected) == dense.shape[1]
+        for direction in ("train", "test"):
+            for route in ("span", "parameters"):
+                want = gauss_newton_lissa(dense, hess.k, g_train, g_test, batches, 0.05, 3.0, 9,
+                                          direction=direction, route=route)
+                got = gauss_newton_lissa(jac, hess.k, g_train, g_test, batches, 0.05, 3.0, 9,
+                                         direction=direction, route=route)
+                assert torch.allclose(got, want, rtol=1e-4, atol=1e-5 * float(want.abs().max())), (direction, route)
+
+
 class TrainedLinearEncoderAE(nn.Module):
     """Encoder linear in its weights (Gauss–Newton exact), trained to a minimum so the Hessian is positive."""
 
@@ -618,7 +670,7 @@ def test_gauss_newton_respects_the_memory_budget() -> None:
 
     model = conv_model()
     data = torch.rand(12, 1, 8, 8)
-    # Jacobian 24×134 + Gram 24×24 + 24 gradient rows ≈ 28 kB
+    # Jacobian 24×36 dense + the Linear(48, 2) as factors 12×(49 + 2·2) + Gram 24×24 + 18 gradient rows × 134 ≈ 18 kB
     with pytest.raises(ParameterError, match="max_memory_mb"):
         influence_scores(model, data, data[:6], hessian="gauss_newton", recursion_depth=3, max_memory_mb=0.01)
     assert influence_scores(model, data, data[:6], hessian="gauss_newton", recursion_depth=3,
@@ -648,6 +700,45 @@ class MixedEncoderAE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encode(x))
+
+
+class _MixedEncoder(nn.Module):
+    """MixedEncoderAE's encoder as a module of its own (Gauss–Newton needs ``model.encoder(x)``)."""
+
+    def __init__(self, layers: nn.ModuleDict) -> None:
+        super().__init__()
+        self.layers = layers
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return MixedEncoderAE.encode(SimpleNamespace(encoder=self.layers), x)  # type: ignore[arg-type]
+
+
+class MixedSplitAE(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        inner = MixedEncoderAE()
+        self.encoder, self.decoder = _MixedEncoder(inner.encoder), inner.decoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+def test_gauss_newton_factors_only_the_linears_run_once_on_vectors(monkeypatch) -> None:
+    """Reused and 3-D-input Linears stay dense; the scores equal those of a fully dense Jacobian."""
+    import lfx_engine.example_importance.influence as inf
+    from lfx_engine.example_importance.gauss_newton import jacobian_layout
+
+    torch.manual_seed(10)
+    model = MixedSplitAE().eval()
+    data = torch.rand(10, 1, 8, 8)
+    params = {n[len("encoder."):]: p for n, p in model.named_parameters() if n.startswith("encoder.")}
+    layout = jacobian_layout(model.encoder, params, data[:2])
+    assert sorted(layout) == ["layers.a", "layers.b", "layers.out"] and not layout["layers.a"].with_bias
+    kwargs = dict(hessian="gauss_newton", recursion_depth=4, minibatch_size=5)
+    factored = influence_scores(model, data, data[:3], **kwargs)
+    monkeypatch.setattr(inf, "jacobian_layout", lambda *a: {})
+    dense = influence_scores(model, data, data[:3], **kwargs)
+    assert torch.allclose(factored, dense, rtol=1e-4, atol=1e-5 * float(dense.abs().max()))
 
 
 def test_factored_gradients_give_the_exact_dot_products() -> None:

@@ -37,7 +37,14 @@ from torch.func import functional_call, grad, jacrev, vmap
 
 from ..errors import ParameterError
 from ._common import Progress, check_positive, eval_on, has_rnn, report, resolve_device
-from .gauss_newton import check_gauss_newton_memory, gauss_newton_bytes, gauss_newton_lissa, latent_jacobians
+from .gauss_newton import (
+    check_gauss_newton_memory,
+    gauss_newton_bytes,
+    gauss_newton_lissa,
+    jacobian_layout,
+    jacobian_numbers,
+    latent_jacobian,
+)
 from .gradients import (
     LossFn,
     ParamFilter,
@@ -253,7 +260,10 @@ def gauss_newton_applies(model: nn.Module, params: dict[str, torch.Tensor], data
     with torch.no_grad():
         latent_dim = cast(nn.Module, model.encoder)(data[:1]).shape[1]
     n_params = sum(p.numel() for p in params.values())
-    if gauss_newton_bytes(len(data), latent_dim, n_params, n_gradient_rows) > budget_bytes(max_memory_mb):
+    encoder_params = {name[len("encoder."):]: p for name, p in params.items()}
+    layout = jacobian_layout(cast(nn.Module, model.encoder), encoder_params, data[:2])
+    numbers = jacobian_numbers(encoder_params, layout, len(data), latent_dim)
+    if gauss_newton_bytes(numbers, len(data) * latent_dim, n_params, n_gradient_rows) > budget_bytes(max_memory_mb):
         return False
     return n_vectors is None or depth is None or n_vectors * depth >= 2 * len(data) * latent_dim
 
@@ -481,10 +491,13 @@ def _gauss_newton_scores(
     n_params = sum(p.numel() for p in params.values())
     with torch.no_grad():
         latent_dim = cast(nn.Module, model.encoder)(data[:1]).shape[1]
-    check_gauss_newton_memory(len(data), latent_dim, n_params, len(x_train) + len(x_test), n_bytes)
-    hessian = BatchHessian(model, params, data, loss_fn, "latent", latent_batch_size=batch_size)
+    encoder = cast(nn.Module, model.encoder)
     encoder_params = {name[len("encoder."):]: p for name, p in params.items()}
-    jacobians = latent_jacobians(cast(nn.Module, model.encoder), encoder_params, data, batch_size)
+    layout = jacobian_layout(encoder, encoder_params, data[:2])
+    check_gauss_newton_memory(jacobian_numbers(encoder_params, layout, len(data), latent_dim), len(data), latent_dim,
+                              n_params, len(x_train) + len(x_test), n_bytes)
+    hessian = BatchHessian(model, params, data, loss_fn, "latent", latent_batch_size=batch_size)
+    jacobians = latent_jacobian(encoder, encoder_params, data, batch_size, layout)
     g_train = _grads_on_device(model, x_train, loss_fn, param_filter, batch_size, dev)
     g_test = _grads_on_device(model, x_test, loss_fn, param_filter, batch_size, dev)
     scores = gauss_newton_lissa(jacobians, hessian.k, g_train, g_test, batches, damp, scale, n_scale,
