@@ -69,7 +69,7 @@ def dknn_scores(
         for start in range(0, len(h_test), rows):
             block = h_test[start : start + rows].to(dev, torch.float32)
             dist = torch.cdist(block, train, compute_mode="donot_use_mm_for_euclid_dist")
-            out[start : start + rows] = (1.0 / (dist.square() + eps)).cpu()
+            out[start : start + rows] = dist.square_().add_(eps).reciprocal_().cpu()  # in place: no temporaries
             report(progress, min(start + rows, len(h_test)), len(h_test))
     return out
 
