@@ -116,6 +116,7 @@ class Limits:
     pe_rows: float = 0.0  # per-example gradient rows of the encoder per second (vmap(grad))
     fb_rows: float = 0.0  # examples per second through a batched forward+backward of the whole model
     fwd_rows: float = 0.0  # examples per second through the encoder's forward pass
+    enc_fb_rows: float = 0.0  # examples per second through a batched forward+backward of the encoder alone
     bandwidth: float = 0.0  # bytes per second, large copy (read + write counted)
     detail: dict[str, str] = field(default_factory=dict)
 
@@ -125,7 +126,7 @@ class Limits:
 
     def best(self, other: "Limits") -> None:
         """Keep the faster of two measurements of each rate (the machine is shared: contention only slows it)."""
-        for name in ("gflops", "pe_rows", "fb_rows", "fwd_rows", "bandwidth"):
+        for name in ("gflops", "pe_rows", "fb_rows", "fwd_rows", "enc_fb_rows", "bandwidth"):
             setattr(self, name, max(getattr(self, name), getattr(other, name)))
 
     def time(self, pe: float = 0, fb: float = 0, fwd: float = 0, macs: float = 0, bytes_: float = 0,
@@ -133,9 +134,10 @@ class Limits:
         """Lower bound: gradient rows, passes and multiply-adds at the measured rates (GEMM time vs memory time).
 
         ``hvp`` counts example-HVPs in the encoder weights, each at least one encoder forward and one backward
-        (two forwards' work) once the decoder's latent curvature is known (counted by the caller as ``fb``).
+        (at the measured rate of the encoder's batched forward + backward) once the decoder's latent curvature
+        is known (counted by the caller as ``fb``).
         """
-        return (pe / self.pe_rows + fb / self.fb_rows + (fwd + 2 * hvp) / self.fwd_rows
+        return (pe / self.pe_rows + fb / self.fb_rows + fwd / self.fwd_rows + hvp / self.enc_fb_rows
                 + max(2 * macs / (self.gflops * 1e9), bytes_ / self.bandwidth))
 
 
@@ -284,6 +286,17 @@ def machine_limits(model: nn.Module, x: torch.Tensor, loss_fn) -> Limits:
     encode(model.encoder, x[:256])
     lim.fwd_rows = 2048 / min(_cpu(lambda: encode(model.encoder, x[:2048])) for _ in range(2))
     lim.detail["fwd"] = "encoder forward (encode), batches of 256"
+    with torch.no_grad():
+        direction = torch.randn(work.encoder(x[:1]).shape[1])
+
+    def encoder_fwd_bwd() -> None:
+        for start in range(0, 1024, 256):
+            torch.autograd.grad((work.encoder(x[start:start + 256]) @ direction).sum(), enc)
+
+    encoder_fwd_bwd()
+    lim.enc_fb_rows = 1024 / min(_cpu(encoder_fwd_bwd) for _ in range(2))
+    lim.detail["enc_fb"] = ("encoder alone forward + backward to its weights (a fixed direction of the latent "
+                            "summed), batches of 256")
     src = torch.ones(2 ** 26)  # 256 MB
     dst = torch.empty_like(src)
     dst.copy_(src)
@@ -755,6 +768,7 @@ def report(args: argparse.Namespace, s: Sizes, ctx: dict[str, Any], lim: Limits,
         f"| per-example gradients | {lim.pe_rows:,.0f} rows/s | {lim.detail['pe']} |",
         f"| forward + backward | {lim.fb_rows:,.0f} examples/s | {lim.detail['fb']} |",
         f"| encoder forward | {lim.fwd_rows:,.0f} examples/s | {lim.detail['fwd']} |",
+        f"| encoder forward + backward | {lim.enc_fb_rows:,.0f} examples/s | {lim.detail['enc_fb']} |",
         f"| memory bandwidth | {lim.bandwidth / 1e9:.1f} GB/s | {lim.detail['bw']} |",
         "",
         "**Limit** of a row = its minimum work at these rates: gradient rows / per-example rate + passes / "
@@ -766,7 +780,9 @@ def report(args: argparse.Namespace, s: Sizes, ctx: dict[str, Any], lim: Limits,
         "C·N·k multiply-adds, bounded by reading the C·N·k stored numbers; IF (LiSSA, depth D, minibatches of m "
         "draws, `unique` distinct examples per draw summed over the depth): n_train + n_test gradients + "
         "unique·min(n_train, n_test) example-HVPs + n_test·n_train·P, where an example-HVP in the encoder weights "
-        "costs at least one encoder forward and one backward (two forwards' work) once the decoder's latent "
+        "costs at least one encoder forward and one backward (at the measured encoder forward + backward rate; "
+        "tables before 2026-12-08 counted them as two forwards' work, which assumed a backward costs no more than "
+        "a forward) once the decoder's latent "
         "curvature is known (n_train·d forward+backward passes, counted once; the same unit for captum's HVPs, "
         "although captum runs them through the whole model), and for a single differentiated layer 2·P "
         "multiply-adds (the minibatch's graph is shared by all vectors, so a vector's HVP only touches that "
@@ -907,7 +923,7 @@ def main(argv: list[str] | None = None) -> int:
         start_cpu, start_wall = time.process_time(), time.perf_counter()
         lim = machine_limits(model, explorer.train_data(name)[0][:2048], entry.loss_fn)
         log(f"limits: {lim.gflops:.1f} GFLOP/s, {lim.pe_rows:.0f} grad rows/s, {lim.fb_rows:.0f} fwd+bwd/s, "
-            f"{lim.fwd_rows:.0f} fwd/s, {lim.bandwidth / 1e9:.1f} GB/s")
+            f"{lim.fwd_rows:.0f} fwd/s, {lim.enc_fb_rows:.0f} encoder fwd+bwd/s, {lim.bandwidth / 1e9:.1f} GB/s")
         if "tracin" in args.sections:
             rows += tracin_section(ctx, s, lim)
         if "influence" in args.sections:

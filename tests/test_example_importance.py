@@ -665,6 +665,40 @@ def test_tracin_and_influence_give_the_same_scores_under_a_tight_memory_budget()
         tracin_scores(model, [ckpt], x_train, x_test, max_memory_mb=0)
 
 
+def test_latent_hvps_forward_over_reverse_equal_the_double_backward(monkeypatch) -> None:
+    """The vmapped jvp-of-grad HVPs equal one double backward per vector, in parts too, and fall back to it."""
+    import lfx_engine.example_importance.influence as inf
+
+    torch.manual_seed(11)
+    model = conv_model().eval()
+    data = torch.rand(10, 1, 8, 8)
+    params = {n: p for n, p in model.named_parameters() if n.startswith("encoder.")}
+    vectors = torch.randn(5, sum(p.numel() for p in params.values()))
+    idx = torch.tensor([0, 2, 2, 5, 7, 9])
+    functional = BatchHessian(model, params, data, mse_per_example, "latent")
+    assert functional.forward_over_reverse
+    autograd = BatchHessian(model, params, data, mse_per_example, "latent")
+    autograd.forward_over_reverse = False
+    functional.bind(idx)
+    autograd.bind(idx)
+    expected = autograd.apply(vectors)
+    tol = dict(rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
+    assert torch.allclose(functional.apply(vectors), expected, **tol)
+    split = BatchHessian(model, params, data, mse_per_example, "latent", max_graph_bytes=1)  # one example a part
+    split.bind(idx)
+    assert split._parts and torch.allclose(split.apply(vectors), expected, **tol)
+
+    def unavailable(*args, **kwargs):
+        raise NotImplementedError("no forward-mode rule")
+
+    monkeypatch.setattr(inf, "jvp", unavailable)
+    fallback = BatchHessian(model, params, data, mse_per_example, "latent")
+    fallback.bind(idx)
+    with pytest.warns(UserWarning, match="double backward"):
+        got = fallback.apply(vectors)
+    assert not fallback.forward_over_reverse and torch.allclose(got, expected, **tol)
+
+
 def test_gauss_newton_respects_the_memory_budget() -> None:
     from lfx_engine.example_importance import resolve_hessian
 
