@@ -302,6 +302,7 @@ def gauss_newton_lissa(
     direction: str = "auto",
     route: str = "auto",
     progress: Progress = None,
+    internal_order: bool = False,
 ) -> torch.Tensor:
     """Influence scores ``(n_test, n_train)`` of the Gauss–Newton LiSSA, divided by ``scale·n_scale``.
 
@@ -315,6 +316,9 @@ def gauss_newton_lissa(
             (the side with fewer vectors).
         route: ``"span"`` (Gram-matrix coordinates), ``"parameters"`` (explicit vectors) or
             ``"auto"`` (the one with fewer multiply-adds); both give the same scores.
+        internal_order: the gradient rows' columns are already in the Jacobian's internal order
+            (:meth:`LatentJacobian.to_internal`, which a caller can apply as it computes them, so that no copy in
+            the parameters' order is held beside them).
     """
     if direction == "auto":
         direction = "test" if len(g_test) < len(g_train) else "train"
@@ -336,8 +340,10 @@ def gauss_newton_lissa(
         raise ParameterError(f"route must be 'span', 'parameters' or 'auto', got {route!r}")
     solve = _solve_in_jacobian_span if route == "span" else _solve_in_parameter_space
     other = g_train if direction == "test" else g_test
-    scores = solve(jacobians, latent_hessians, jacobians.to_internal(rhs), jacobians.to_internal(other), steps,
-                   damp, scale, transposed=direction == "test", progress=progress)
+    if not internal_order:
+        rhs, other = jacobians.to_internal(rhs), jacobians.to_internal(other)
+    scores = solve(jacobians, latent_hessians, rhs, other, steps, damp, scale, transposed=direction == "test",
+                   progress=progress)
     scores = scores if direction == "train" else scores.T
     return scores / (scale * n_scale)
 

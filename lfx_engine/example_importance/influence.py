@@ -551,10 +551,11 @@ def _gauss_newton_scores(
                               n_params, len(x_train) + len(x_test), n_bytes)
     hessian = BatchHessian(model, params, data, loss_fn, "latent", latent_batch_size=batch_size)
     jacobians = latent_jacobian(encoder, encoder_params, data, batch_size, layout)
-    g_train = _grads_on_device(model, x_train, loss_fn, param_filter, batch_size, dev)
-    g_test = _grads_on_device(model, x_test, loss_fn, param_filter, batch_size, dev)
+    # each in the Jacobian's internal order as soon as computed: the copy in the parameters' order is dropped
+    g_train = jacobians.to_internal(_grads_on_device(model, x_train, loss_fn, param_filter, batch_size, dev))
+    g_test = jacobians.to_internal(_grads_on_device(model, x_test, loss_fn, param_filter, batch_size, dev))
     scores = gauss_newton_lissa(jacobians, hessian.k, g_train, g_test, batches, damp, scale, n_scale,
-                                direction=direction, progress=progress)
+                                direction=direction, progress=progress, internal_order=True)
     return scores.float().cpu()
 
 
