@@ -295,12 +295,21 @@ def session_memory(browser, tree: Path, env: dict[str, str], log: Path, settle_s
 
 
 def process_figures(browser, env: dict[str, str], work: Path, trees: dict[str, Path], repeats: int,
-                    settle_s: float) -> dict[str, dict[str, Any]]:
-    """Start-up and memory figures of each tree ("before" = a git ref, "after" = the working tree)."""
+                    settle_s: float, reference: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Start-up and memory figures of each tree ("before" = a git ref, "after" = the working tree).
+
+    With ``reference`` (a two-line app's folder), each start of a tree is followed by one of the reference app,
+    so that both see the same load on the shared machine; its figures go to ``out[REFERENCE]``.
+    """
     out: dict[str, dict[str, Any]] = {}
     for label, tree in trees.items():
         log = work / f"bench_start_{label.split()[0]}.log"
-        starts = [server_start(browser, tree, env, log) for _ in range(repeats)]
+        starts = []
+        for _ in range(repeats):
+            starts.append(server_start(browser, tree, env, log))
+            if reference is not None:
+                out.setdefault(REFERENCE, {"start": []})["start"].append(
+                    server_start(browser, reference, env, work / "bench_start_reference.log", full=False))
         for row in starts:
             print(f"{label} start: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()), flush=True)
         memory = session_memory(browser, tree, env, work / f"bench_memory_{label.split()[0]}.log", settle_s)
@@ -554,12 +563,17 @@ def measure_process(args, env: dict[str, str], work: Path) -> dict[str, dict[str
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            out = {}
+            hello = Path(tempfile.mkdtemp(prefix="hello_", dir=work))
+            caches.append(hello)
+            (hello / "app.py").write_text('import streamlit as st\nst.title("Hello")\nst.write("floor")\n')
+            out: dict[str, dict[str, Any]] = {REFERENCE: {"start": []}}
             for label, tree in trees.items():
                 cache = Path(tempfile.mkdtemp(prefix="process_cache_", dir=work))  # each version starts empty
                 caches.append(cache)
-                out.update(process_figures(browser, {**env, "LFX_CACHE_DIR": str(cache)}, work, {label: tree},
-                                           args.starts, args.settle))
+                figures = process_figures(browser, {**env, "LFX_CACHE_DIR": str(cache)}, work, {label: tree},
+                                          args.starts, args.settle, reference=hello)
+                out[REFERENCE]["start"] += figures.pop(REFERENCE)["start"]
+                out.update(figures)
             if args.extra_budget:
                 label = (f"{'after' if args.baseline_ref else 'working tree'}, `LFX_MEMORY_MB={args.extra_budget:g}`, "
                          f"`LFX_RELEASE_AFTER_S={args.extra_release:g}`")
@@ -571,11 +585,6 @@ def measure_process(args, env: dict[str, str], work: Path) -> dict[str, dict[str
                                         work / "bench_memory_budget.log", args.settle)
                 print(f"{label} memory: " + ", ".join(f"{k} {v:.0f} MB" for k, v in memory.items()), flush=True)
                 out[label] = {"start": [], "memory": memory}
-            hello = Path(tempfile.mkdtemp(prefix="hello_", dir=work))
-            caches.append(hello)
-            (hello / "app.py").write_text('import streamlit as st\nst.title("Hello")\nst.write("floor")\n')
-            out[REFERENCE] = {"start": [server_start(browser, hello, env, work / "bench_start_reference.log",
-                                                     full=False) for _ in range(args.starts)]}
             print(f"reference start: {out[REFERENCE]['start']}", flush=True)
             browser.close()
         return out
@@ -604,7 +613,9 @@ def process_lines(process: dict[str, dict[str, Any]], args, env: dict[str, str])
         "profile: a first visitor) until the server answers its health check, the page shows its first text "
         "(whatever the app draws first; a loading notice counts), the home page's title, the sidebar's page "
         "links, and the whole home page (its tables drawn, the script "
-        f"run over); median of {args.starts} starts (min–max), then the server's RSS after that first visit.",
+        f"run over); median of {args.starts} starts (min–max), then the server's RSS after that first visit. "
+        "Each start is followed by one of the two-line reference app (its own row), so that both see the same load "
+        "on the shared machine; the reference row's difference to ours is what the app adds.",
         "",
         "| code | healthy | first content | home title | page links | home complete | RSS after home |",
         "|---|---|---|---|---|---|---|",
