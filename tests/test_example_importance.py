@@ -699,6 +699,33 @@ def test_latent_hvps_forward_over_reverse_equal_the_double_backward(monkeypatch)
     assert not fallback.forward_over_reverse and torch.allclose(got, expected, **tol)
 
 
+def test_exact_influence_on_a_layer_the_latent_is_affine_in_runs_the_gauss_newton_solver(monkeypatch) -> None:
+    """The encoder's last Linear alone: no encoder curvature, so the exact Hessian is Gauss–Newton's; same scores."""
+    import lfx_engine.example_importance.influence as inf
+    from lfx_engine.example_importance.influence import latent_is_affine
+
+    torch.manual_seed(12)
+    model = conv_model().eval()
+    data = torch.rand(12, 1, 8, 8)
+    params = {n: p for n, p in model.named_parameters() if n.startswith("encoder.")}
+    last = {n: p for n, p in params.items() if n.startswith("encoder.4.")}
+    assert latent_is_affine(model, last, data[:4])
+    assert not latent_is_affine(model, params, data[:4])
+    assert not latent_is_affine(model, {"encoder.1.weight": params["encoder.1.weight"]}, data[:4])  # BatchNorm
+    kwargs = dict(param_filter=lambda n: n.startswith("encoder.4."), recursion_depth=6, minibatch_size=5,
+                  damp=0.05, scale=3.0)
+    calls: list[int] = []
+    original = inf._gauss_newton_scores
+    monkeypatch.setattr(inf, "_gauss_newton_scores", lambda *a, **k: (calls.append(1), original(*a, **k))[1])
+    fast = influence_scores(model, data, data[:4], hessian="exact", **kwargs)
+    assert calls == [1]
+    monkeypatch.setattr(inf, "latent_is_affine", lambda *a: False)  # the double-backward recursion
+    for mode in ("full", "latent"):
+        exact = influence_scores(model, data, data[:4], hessian="exact", hvp_mode=mode, **kwargs)
+        assert torch.allclose(fast, exact, rtol=1e-4, atol=1e-5 * float(exact.abs().max())), mode
+    assert calls == [1]
+
+
 def test_gauss_newton_respects_the_memory_budget() -> None:
     from lfx_engine.example_importance import resolve_hessian
 

@@ -357,6 +357,24 @@ def latent_mode_applies(model: nn.Module, params: dict[str, torch.Tensor], probe
         return False
 
 
+def latent_is_affine(model: nn.Module, params: dict[str, torch.Tensor], probe: torch.Tensor) -> bool:
+    """Whether the encoder's latent is affine in ``params`` (e.g. its last Linear layer alone).
+
+    Then the encoder has no curvature of its own in those parameters (``∇²θ z = 0``), so the encoder-Gauss–Newton
+    Hessian ``Σ Jᵀ K J`` *is* the exact one. Structural check: the gradient of ``Σ z`` with respect to the
+    parameters does not depend on them (autograd builds no graph back to them).
+    """
+    encoder = cast(nn.Module, model.encoder)
+    frozen = {name[len("encoder."):]: p for name, p in frozen_parameters(model, params).items()
+              if name.startswith("encoder.")}
+    names = [name[len("encoder."):] for name in params]
+    leaves = [p.detach().clone().requires_grad_(True) for p in params.values()]
+    with torch.enable_grad():
+        z = functional_call(encoder, {**frozen, **dict(zip(names, leaves))}, (probe,), strict=False)
+        grads = torch.autograd.grad(z.sum(), leaves, create_graph=True, allow_unused=True)
+    return all(g is None or not g.requires_grad for g in grads)
+
+
 def influence_scores(
     model: nn.Module,
     x_train: torch.Tensor,
@@ -400,7 +418,9 @@ def influence_scores(
             kept; same recursion, run in latent-Jacobian coordinates in seconds; decoder∘encoder
             models of moderate size only, see :mod:`.gauss_newton`), or ``"auto"``: Gauss–Newton
             where it applies (no recurrent layer, Jacobian and gradients fit in ``max_memory_mb``),
-            exact otherwise.
+            exact otherwise. Where the latent is affine in the explained parameters (the encoder's
+            last Linear layer alone: :func:`latent_is_affine`) the two Hessians are the same, and
+            ``"exact"`` runs the Gauss–Newton solver.
         hvp_batch: vectors per batched double-backward call (default 1 on CPU, 32 on CUDA).
         rhs_chunk_size: right-hand sides solved at once (default: as many as ``max_memory_mb`` allows;
             the minibatch sequence is shared by all chunks).
@@ -437,6 +457,11 @@ def influence_scores(
         params = selected_parameters(model, param_filter)
         n_params = sum(p.numel() for p in params.values())
         data_dev = data.to(dev)
+        if (hessian == "exact" and latent_mode_applies(model, params, data_dev[:8]) and not has_rnn(model)
+                and latent_is_affine(model, params, data_dev[:8])
+                and gauss_newton_applies(model, params, data_dev, n_gradient_rows=len(x_train) + len(x_test),
+                                         max_memory_mb=max_memory_mb)):
+            hessian = "gauss_newton"  # no encoder curvature in these parameters: the same Hessian, solved faster
         if hessian == "auto":
             n_vectors = min(len(x_train), len(x_test))
             applies = gauss_newton_applies(model, params, data_dev, n_vectors, len(batches),
