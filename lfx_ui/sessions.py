@@ -25,6 +25,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
@@ -205,6 +206,7 @@ class SessionJanitor:
             return
         self._thread = threading.Thread(target=self._run, name="lfx-memory", daemon=True)
         self._thread.start()
+        _STARTED.add(self)
         atexit.register(self.stop)
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -220,3 +222,14 @@ class SessionJanitor:
                 self.sweep()
             except Exception:  # noqa: BLE001 - the thread must survive one failed check
                 LOG.exception("giving back engine memory failed")
+
+
+#: Janitors whose thread was started (weakly held).
+_STARTED: "weakref.WeakSet[SessionJanitor]" = weakref.WeakSet()
+
+
+def stop_all_janitors(timeout: float = 30.0) -> None:
+    """Stop every janitor thread of the process. Dataset splits are cached process-wide, so a janitor left
+    running by one engine (a test's app run) would give back splits another engine is using."""
+    for janitor in list(_STARTED):
+        janitor.stop(timeout)

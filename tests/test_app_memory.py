@@ -33,6 +33,11 @@ def shipped(monkeypatch, tmp_path) -> dict[str, str]:
            "LFX_CACHE_DIR": str(tmp_path / "cache"), "LFX_DEVICE": "cpu"}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    from lfx_ui import sessions
+
+    # an app run earlier in this process left its engine's janitor sweeping the process-wide split cache; with
+    # LFX_RELEASE_AFTER_S=0 it would give back this test's splits every 0.2 s (a CI run failed that way)
+    sessions.stop_all_janitors()
     data_splits.clear_cache()  # splits of this test only: nothing else holds them
     yield env
     data_splits.clear_cache()
@@ -214,9 +219,7 @@ def test_the_janitor_closes_ended_sessions_and_gives_back_what_only_they_used(sh
         explorer.bind_user(session)
         janitor.seen(session)
         _request(explorer, name)
-    # A's page variables are made while A's script runs, bound to A, as in the app. Made unbound, the split's use
-    # carried no session unless A's request had marked it; one CI run (12-08) saw it go at the first sweep with
-    # both sessions open (31 MB, MNIST's test split), which this test does not mean to depend on.
+    # A's page variables are made while A's script runs, bound to A, as in the app
     explorer.bind_user("A")
     page = {"x_all": explorer.test_data(DAE)[0], "explorer": explorer}
     explorer.bind_user(None)
@@ -231,6 +234,17 @@ def test_the_janitor_closes_ended_sessions_and_gives_back_what_only_they_used(sh
     open_sessions["B"] = False
     janitor.sweep()
     assert closed == ["A", "B"] and explorer.held() == [] and idle == [True]  # no session left: caches emptied
+
+
+def test_stop_all_janitors_stops_every_started_thread() -> None:
+    from lfx_ui import sessions
+
+    janitor = sessions.SessionJanitor(_explorer(), is_active=lambda s: True, close=lambda s: None)
+    janitor.start()
+    thread = janitor._thread
+    assert thread is not None and thread.is_alive()
+    sessions.stop_all_janitors()
+    assert not thread.is_alive()
 
 
 def test_the_janitor_waits_the_release_delay_and_forgives_a_reconnect(shipped, monkeypatch) -> None:
